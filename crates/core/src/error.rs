@@ -1,0 +1,88 @@
+//! The one error type of the core, shared by the service and the ports.
+//!
+//! Each port method documents which variants its implementations must return, so that the service
+//! (and the HTTP mapping in the server) can rely on them whatever adapter is plugged in.
+
+use std::fmt;
+
+use crate::user::UserId;
+
+/// A boxed error from an adapter, kept as the `source` of an [`Error`] for logs.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why one input field was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    /// The field's name as the client sent it (`name`, `email`, `limit`, …).
+    pub field: String,
+    /// A human-readable reason.
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.field, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The input was well-formed but invalid; every offending field is listed.
+    #[error("invalid input: {}", join(.0))]
+    Validation(Vec<FieldError>),
+
+    #[error("user {0} not found")]
+    NotFound(UserId),
+
+    /// Another user already has this email address (compared case-insensitively).
+    #[error("a user with email {0:?} already exists")]
+    DuplicateEmail(String),
+
+    /// The user store could not be reached or did not answer in time; retrying later may work.
+    #[error("the user store is unavailable")]
+    StoreUnavailable(#[source] BoxError),
+
+    /// The cache could not be reached or did not answer in time. The service never lets this
+    /// fail a read or a write of users; it only surfaces where the cache is the point (`/cache`).
+    #[error("the cache is unavailable")]
+    CacheUnavailable(#[source] BoxError),
+
+    /// Anything else: a bug or a broken invariant. Details go to the logs, never to clients.
+    #[error("internal error")]
+    Internal(#[source] BoxError),
+}
+
+fn join(fields: &[FieldError]) -> String {
+    let parts: Vec<String> = fields.iter().map(ToString::to_string).collect();
+    parts.join("; ")
+}
+
+impl Error {
+    /// A validation error about a single field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn store_unavailable(source: impl Into<BoxError>) -> Self {
+        Self::StoreUnavailable(source.into())
+    }
+
+    pub fn cache_unavailable(source: impl Into<BoxError>) -> Self {
+        Self::CacheUnavailable(source.into())
+    }
+
+    pub fn internal(source: impl Into<BoxError>) -> Self {
+        Self::Internal(source.into())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

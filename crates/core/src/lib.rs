@@ -1,0 +1,49 @@
+//! The core of userstack: users, their validation, the ports to a user store and a cache, and the
+//! service that reads through the cache and writes through the store.
+//!
+//! This crate knows no database, cache server or HTTP: adapters (`userstack-storage-pg`,
+//! `userstack-cache-redis`) implement its ports, and the server maps its errors to HTTP. The
+//! in-memory adapters in [`memory`] make it usable on its own, e.g. embedded in another program
+//! or in tests:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use userstack_core::memory::{InMemoryCache, InMemoryUserRepository};
+//! use userstack_core::{Error, NewUser, PageRequest, ServiceConfig, UserService};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Error> {
+//! let service = UserService::new(
+//!     Arc::new(InMemoryUserRepository::new()),
+//!     Arc::new(InMemoryCache::new()),
+//!     ServiceConfig::default(),
+//! );
+//! let ada = service.create_user(NewUser::parse("Ada", "ada@example.com")?).await?;
+//! assert_eq!(service.get_user(ada.id).await?.name, "Ada");
+//!
+//! let page = service.list_users(PageRequest::new(Some(10), None)?).await?;
+//! assert_eq!(page.users, vec![ada]);
+//!
+//! // Emails are unique, case-insensitively.
+//! let again = service.create_user(NewUser::parse("Eve", "ADA@example.com")?).await;
+//! assert!(matches!(again, Err(Error::DuplicateEmail(_))));
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod cache;
+pub mod error;
+pub mod memory;
+pub mod page;
+pub mod repository;
+pub mod service;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod user;
+
+pub use cache::Cache;
+pub use error::{BoxError, Error, FieldError, Result};
+pub use page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest};
+pub use repository::UserRepository;
+pub use service::{CacheDemo, CacheStatsSnapshot, Readiness, ServiceConfig, UserService};
+pub use user::{Email, NewUser, User, UserId, UserName, UserPatch};

@@ -1,0 +1,45 @@
+//! The port to the system of record for users.
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::page::PageRequest;
+use crate::user::{NewUser, User, UserId, UserPatch};
+
+/// Where users are stored. Implementations: `userstack_storage_pg::PgUserRepository` (PostgreSQL)
+/// and [`crate::memory::InMemoryUserRepository`]; both pass the same contract tests
+/// (`userstack_core::testing`, feature `testing`).
+///
+/// Every method returns [`Error::StoreUnavailable`](crate::Error::StoreUnavailable) when the store
+/// cannot be reached or does not answer in time, and
+/// [`Error::Internal`](crate::Error::Internal) for anything unexpected. Other variants are listed
+/// per method; no method returns [`Error::Validation`](crate::Error::Validation) (inputs arrive
+/// validated) or [`Error::CacheUnavailable`](crate::Error::CacheUnavailable).
+#[async_trait]
+pub trait UserRepository: Send + Sync + 'static {
+    /// Stores a new user with a fresh id; `created_at == updated_at`.
+    ///
+    /// [`Error::DuplicateEmail`](crate::Error::DuplicateEmail) if another user has the same email,
+    /// compared case-insensitively.
+    async fn create(&self, user: &NewUser) -> Result<User>;
+
+    /// The user with this id, or `None`.
+    async fn get(&self, id: UserId) -> Result<Option<User>>;
+
+    /// Up to `page.limit()` users with an id greater than `page.after()`, in ascending id order.
+    /// Must cost the same wherever the page starts (an index range scan, not an offset).
+    async fn list(&self, page: PageRequest) -> Result<Vec<User>>;
+
+    /// Applies the fields present in `patch` and bumps `updated_at`; `None` if there is no such
+    /// user.
+    ///
+    /// [`Error::DuplicateEmail`](crate::Error::DuplicateEmail) if the new email belongs to another
+    /// user (case-insensitively); changing only the case of one's own email is allowed.
+    async fn update(&self, id: UserId, patch: &UserPatch) -> Result<Option<User>>;
+
+    /// Removes the user; `false` if there was no such user.
+    async fn delete(&self, id: UserId) -> Result<bool>;
+
+    /// Succeeds when the store answers a trivial query (readiness).
+    async fn ping(&self) -> Result<()>;
+}

@@ -1,0 +1,368 @@
+//! The service's cache-aside behaviour, with in-memory adapters that can be switched into failure.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use userstack_core::memory::{InMemoryCache, InMemoryUserRepository};
+use userstack_core::{
+    Cache, CacheDemo, Error, NewUser, PageRequest, Result, ServiceConfig, UserPatch,
+    UserRepository, UserService,
+};
+
+struct Fixture {
+    repo: Arc<InMemoryUserRepository>,
+    cache: Arc<InMemoryCache>,
+    service: UserService,
+}
+
+fn fixture() -> Fixture {
+    let repo = Arc::new(InMemoryUserRepository::new());
+    let cache = Arc::new(InMemoryCache::new());
+    let config = ServiceConfig {
+        cache_timeout: Duration::from_millis(50),
+        cache_backoff: Duration::from_millis(200),
+        ..ServiceConfig::default()
+    };
+    let service = UserService::new(repo.clone(), cache.clone(), config);
+    Fixture {
+        repo,
+        cache,
+        service,
+    }
+}
+
+fn new_user(name: &str, email: &str) -> NewUser {
+    NewUser::parse(name, email).unwrap()
+}
+
+#[tokio::test]
+async fn reads_are_served_from_the_cache_once_warm() {
+    let f = fixture();
+    let ada = f
+        .service
+        .create_user(new_user("Ada", "ada@example.com"))
+        .await
+        .unwrap();
+
+    assert_eq!(f.service.get_user(ada.id).await.unwrap(), ada);
+    let stats = f.service.cache_stats();
+    assert_eq!((stats.hits, stats.misses), (0, 1));
+
+    // The store is gone, yet the warm cache still answers: proof the read came from the cache.
+    f.repo.set_unavailable(true);
+    assert_eq!(f.service.get_user(ada.id).await.unwrap(), ada);
+    assert_eq!(f.service.cache_stats().hits, 1);
+}
+
+#[tokio::test]
+async fn list_pages_are_cached_and_carry_the_next_cursor() {
+    let f = fixture();
+    for i in 0..5 {
+        f.service
+            .create_user(new_user(&format!("U{i}"), &format!("u{i}@example.com")))
+            .await
+            .unwrap();
+    }
+    let request = PageRequest::new(Some(2), None).unwrap();
+    let first = f.service.list_users(request).await.unwrap();
+    assert_eq!(first.users.len(), 2);
+    let next = first.next_after.expect("a second page exists");
+    assert_eq!(next, first.users[1].id);
+
+    f.repo.set_unavailable(true);
+    assert_eq!(
+        f.service.list_users(request).await.unwrap(),
+        first,
+        "served from cache"
+    );
+    f.repo.set_unavailable(false);
+
+    let last = f
+        .service
+        .list_users(PageRequest::new(Some(3), Some(next.0)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(last.users.len(), 3);
+    assert_eq!(last.next_after, None, "no cursor after the last page");
+}
+
+#[tokio::test]
+async fn every_write_invalidates_before_it_returns() {
+    let f = fixture();
+    let ada = f
+        .service
+        .create_user(new_user("Ada", "ada@example.com"))
+        .await
+        .unwrap();
+    let all = PageRequest::default();
+    // Warm both kinds of entry.
+    f.service.get_user(ada.id).await.unwrap();
+    assert_eq!(f.service.list_users(all).await.unwrap().users.len(), 1);
+
+    let bob = f
+        .service
+        .create_user(new_user("Bob", "bob@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(
+        f.service.list_users(all).await.unwrap().users.len(),
+        2,
+        "create"
+    );
+
+    let patch = UserPatch::parse(Some("Ada L."), None).unwrap();
+    f.service.update_user(ada.id, patch).await.unwrap();
+    assert_eq!(
+        f.service.get_user(ada.id).await.unwrap().name,
+        "Ada L.",
+        "update"
+    );
+    assert_eq!(
+        f.service.list_users(all).await.unwrap().users[0].name,
+        "Ada L."
+    );
+
+    f.service
+        .replace_user(bob.id, new_user("Robert", "rob@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(
+        f.service.get_user(bob.id).await.unwrap().email,
+        "rob@example.com",
+        "replace"
+    );
+
+    f.service.delete_user(ada.id).await.unwrap();
+    assert!(
+        matches!(f.service.get_user(ada.id).await, Err(Error::NotFound(_))),
+        "delete"
+    );
+    assert_eq!(f.service.list_users(all).await.unwrap().users.len(), 1);
+}
+
+#[tokio::test]
+async fn failed_writes_do_not_touch_the_cache_and_report_the_right_error() {
+    let f = fixture();
+    let ada = f
+        .service
+        .create_user(new_user("Ada", "ada@example.com"))
+        .await
+        .unwrap();
+    let dup = f
+        .service
+        .create_user(new_user("Eve", "ADA@example.com"))
+        .await;
+    assert!(matches!(dup, Err(Error::DuplicateEmail(_))));
+    let missing = userstack_core::UserId(ada.id.0 + 100);
+    let patch = UserPatch::parse(Some("X"), None).unwrap();
+    assert!(matches!(
+        f.service.update_user(missing, patch).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        f.service.delete_user(missing).await,
+        Err(Error::NotFound(_))
+    ));
+    f.repo.set_unavailable(true);
+    let down = f
+        .service
+        .create_user(new_user("Bob", "bob@example.com"))
+        .await;
+    assert!(matches!(down, Err(Error::StoreUnavailable(_))));
+}
+
+/// A cache whose writes land only after a delay, to replay the classic cache-aside race: a slow
+/// reader stores what it read *after* a writer has invalidated.
+struct SlowSetCache {
+    inner: InMemoryCache,
+    delay: Duration,
+}
+
+#[async_trait]
+impl Cache for SlowSetCache {
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.inner.get_many(keys).await
+    }
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.set(key, value, ttl).await
+    }
+    async fn incr(&self, key: &str) -> Result<i64> {
+        self.inner.incr(key).await
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key).await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+}
+
+#[tokio::test]
+async fn a_slow_reader_cannot_cache_a_value_older_than_a_finished_write() {
+    let repo = Arc::new(InMemoryUserRepository::new());
+    let cache = Arc::new(SlowSetCache {
+        inner: InMemoryCache::new(),
+        delay: Duration::from_millis(40),
+    });
+    let config = ServiceConfig {
+        cache_timeout: Duration::from_secs(1),
+        ..ServiceConfig::default()
+    };
+    let service = UserService::new(repo.clone(), cache, config);
+    let ada = service
+        .create_user(new_user("Ada", "ada@example.com"))
+        .await
+        .unwrap();
+
+    // The reader loads "Ada" and is still storing it when the write below completes.
+    let reader = tokio::spawn({
+        let service = service.clone();
+        async move { service.get_user(ada.id).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let patch = UserPatch::parse(Some("Ada v2"), None).unwrap();
+    service.update_user(ada.id, patch).await.unwrap();
+    assert_eq!(
+        reader.await.unwrap().name,
+        "Ada",
+        "the reader saw the old row"
+    );
+
+    // After the write returned, nobody may read the old name again.
+    assert_eq!(service.get_user(ada.id).await.unwrap().name, "Ada v2");
+    assert_eq!(service.get_user(ada.id).await.unwrap().name, "Ada v2");
+}
+
+#[tokio::test]
+async fn a_failing_cache_never_fails_a_request_and_is_counted() {
+    let f = fixture();
+    f.cache.set_failing(true);
+    let ada = f
+        .service
+        .create_user(new_user("Ada", "ada@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(f.service.get_user(ada.id).await.unwrap(), ada);
+    assert_eq!(
+        f.service
+            .list_users(PageRequest::default())
+            .await
+            .unwrap()
+            .users,
+        vec![ada]
+    );
+    let stats = f.service.cache_stats();
+    assert!(stats.errors >= 1, "errors are counted: {stats:?}");
+    assert!(
+        stats.bypassed >= 1,
+        "later reads bypass the cache: {stats:?}"
+    );
+    assert!(matches!(
+        f.service.cache_demo().await,
+        Err(Error::CacheUnavailable(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_stalled_cache_is_abandoned_after_its_timeout_then_bypassed() {
+    let f = fixture();
+    let ada = f
+        .service
+        .create_user(new_user("Ada", "ada@example.com"))
+        .await
+        .unwrap();
+    f.cache.set_stalled(true);
+    // The cache never answers; the read must still complete (bounded here only so that a
+    // regression fails instead of hanging).
+    let bounded = Duration::from_secs(5);
+    let read = tokio::time::timeout(bounded, f.service.get_user(ada.id)).await;
+    assert_eq!(
+        read.expect("read must not wait for a stalled cache")
+            .unwrap(),
+        ada
+    );
+    let after_first = f.service.cache_stats();
+    assert_eq!(after_first.errors, 1, "the timeout counts as a cache error");
+
+    // Within the backoff the cache is not even tried.
+    let read = tokio::time::timeout(bounded, f.service.get_user(ada.id)).await;
+    assert_eq!(read.unwrap().unwrap(), ada);
+    let after_second = f.service.cache_stats();
+    assert_eq!(after_second.errors, 1, "no second cache call");
+    assert_eq!(after_second.bypassed, after_first.bypassed + 1);
+}
+
+#[tokio::test]
+async fn writes_during_a_cache_outage_are_not_hidden_when_it_returns() {
+    let f = fixture();
+    let ada = f
+        .service
+        .create_user(new_user("Ada", "ada@example.com"))
+        .await
+        .unwrap();
+    f.service.get_user(ada.id).await.unwrap(); // cached as "Ada"
+
+    f.cache.set_failing(true);
+    let patch = UserPatch::parse(Some("Ada (offline edit)"), None).unwrap();
+    f.service.update_user(ada.id, patch).await.unwrap();
+    f.cache.set_failing(false);
+
+    // Still inside the backoff: bypassed, fresh from the store.
+    assert_eq!(
+        f.service.get_user(ada.id).await.unwrap().name,
+        "Ada (offline edit)"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // The cache is used again, but the stale "Ada" it still holds must not come back.
+    assert_eq!(
+        f.service.get_user(ada.id).await.unwrap().name,
+        "Ada (offline edit)"
+    );
+    let before = f.service.cache_stats().hits;
+    assert_eq!(
+        f.service.get_user(ada.id).await.unwrap().name,
+        "Ada (offline edit)"
+    );
+    assert_eq!(
+        f.service.cache_stats().hits,
+        before + 1,
+        "and it serves hits again"
+    );
+}
+
+#[tokio::test]
+async fn cache_demo_misses_then_hits() {
+    let f = fixture();
+    assert_eq!(f.service.cache_demo().await.unwrap(), CacheDemo::Miss);
+    assert_eq!(
+        f.service.cache_demo().await.unwrap(),
+        CacheDemo::Hit("Hello from Redis Cache!".into())
+    );
+    f.cache.clear();
+    assert_eq!(f.service.cache_demo().await.unwrap(), CacheDemo::Miss);
+}
+
+#[tokio::test]
+async fn readiness_reports_each_dependency() {
+    let f = fixture();
+    let ready = f.service.readiness().await;
+    assert!(ready.store.is_ok() && ready.cache.is_ok());
+    f.cache.set_stalled(true);
+    f.repo.set_unavailable(true);
+    let ready = f.service.readiness().await;
+    assert!(matches!(ready.store, Err(Error::StoreUnavailable(_))));
+    assert!(matches!(ready.cache, Err(Error::CacheUnavailable(_))));
+}
+
+#[tokio::test]
+async fn the_repository_can_be_used_directly() {
+    // Embedding programs may use a port without the service.
+    let repo: Arc<dyn UserRepository> = Arc::new(InMemoryUserRepository::new());
+    let ada = repo
+        .create(&new_user("Ada", "ada@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(repo.get(ada.id).await.unwrap(), Some(ada));
+}
