@@ -1,0 +1,53 @@
+//! Errors of setting up the PostgreSQL adapter. Errors of individual operations are
+//! [`userstack_core::Error`]s, as the port requires; [`classify`] makes them.
+
+use tokio_postgres::error::SqlState;
+use userstack_core::Error as CoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(#[source] tokio_postgres::Error),
+
+    #[error("migration {version} ({name}) failed: {source}")]
+    Migration {
+        version: i32,
+        name: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    #[error(
+        "the database has migration {0} applied, which this build does not know; refusing to run an older build against a newer schema"
+    )]
+    UnknownMigration(i32),
+
+    #[error("PostgreSQL query failed: {0}")]
+    Query(#[source] tokio_postgres::Error),
+}
+
+/// Maps a driver error to the core error the port promises: connection trouble and server
+/// shutdowns are `StoreUnavailable` (the client may retry), anything else is `Internal`.
+pub(crate) fn classify(error: tokio_postgres::Error) -> CoreError {
+    let unavailable = match error.code() {
+        // No SQLSTATE: the socket failed or closed, or the connection attempt did.
+        None => true,
+        Some(code) => {
+            code.code().starts_with("08") // connection exceptions
+                || *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+                || *code == SqlState::TOO_MANY_CONNECTIONS
+                || *code == SqlState::QUERY_CANCELED
+        }
+    };
+    if unavailable {
+        CoreError::store_unavailable(error)
+    } else {
+        CoreError::internal(error)
+    }
+}
+
+pub(crate) fn is_unique_violation(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}

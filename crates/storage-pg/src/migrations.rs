@@ -1,0 +1,86 @@
+//! Schema migrations, embedded in the binary and applied in order, once.
+//!
+//! Several replicas may start at the same moment; a session-level advisory lock makes them take
+//! turns, and each migration runs in its own transaction together with its bookkeeping row, so a
+//! failure leaves the schema at the previous version.
+
+use tokio_postgres::Client;
+
+use crate::error::Error;
+
+/// `(version, name, sql)`, in order. Append only: never edit a released migration.
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "create_users",
+    include_str!("../migrations/0001_create_users.sql"),
+)];
+
+/// An arbitrary constant naming this application's advisory lock ("userstck" in ASCII).
+const LOCK_KEY: i64 = 0x7573_6572_7374_636b;
+
+/// Applies the migrations `client`'s database lacks; returns the versions applied now.
+pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, Error> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
+        .await
+        .map_err(Error::Query)?;
+    let result = apply_pending(client).await;
+    // Unlock even after a failure; if this fails too the lock dies with the session anyway.
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+        .await;
+    result
+}
+
+async fn apply_pending(client: &mut Client) -> Result<Vec<i32>, Error> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS userstack_migrations (
+                 version    INTEGER PRIMARY KEY,
+                 name       TEXT NOT NULL,
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+             )",
+        )
+        .await
+        .map_err(Error::Query)?;
+    let applied: Vec<i32> = client
+        .query(
+            "SELECT version FROM userstack_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .map_err(Error::Query)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if let Some(&unknown) = applied
+        .iter()
+        .find(|v| !MIGRATIONS.iter().any(|(known, _, _)| known == *v))
+    {
+        return Err(Error::UnknownMigration(unknown));
+    }
+
+    let mut done = Vec::new();
+    for &(version, name, sql) in MIGRATIONS {
+        if applied.contains(&version) {
+            continue;
+        }
+        let failed = |source| Error::Migration {
+            version,
+            name,
+            source,
+        };
+        let tx = client.transaction().await.map_err(failed)?;
+        tx.batch_execute(sql).await.map_err(failed)?;
+        tx.execute(
+            "INSERT INTO userstack_migrations (version, name) VALUES ($1, $2)",
+            &[&version, &name],
+        )
+        .await
+        .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        tracing::info!(version, name, "applied migration");
+        done.push(version);
+    }
+    Ok(done)
+}
