@@ -1,0 +1,120 @@
+//! [`Cache`] on Redis.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bb8::{Pool, PooledConnection, RunError};
+use bb8_redis::RedisConnectionManager;
+use bb8_redis::redis::{self, FromRedisValue, RedisError};
+use userstack_core::{Cache, Error as CoreError, Result};
+
+use crate::error::Error;
+use crate::pool::Manager;
+
+/// How the adapter connects. `Default` matches the original deployment: `redis://redis:6379`.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: String,
+    /// Prepended to every key, so that several applications can share one Redis.
+    pub key_prefix: String,
+    /// Most connections the pool opens. Each is multiplexed, so a few carry many requests.
+    pub pool_size: u32,
+    /// Longest wait for a connection; the service's own per-call timeout is usually shorter.
+    pub connection_timeout: Duration,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: "redis://redis:6379".into(),
+            key_prefix: "userstack:".into(),
+            pool_size: 4,
+            connection_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A shared cache in Redis, through a bb8 pool of multiplexed connections.
+#[derive(Debug, Clone)]
+pub struct RedisCache {
+    pool: Pool<Manager>,
+    prefix: String,
+}
+
+impl RedisCache {
+    /// Builds the pool without connecting, so the server starts while Redis is down.
+    pub fn new(settings: RedisSettings) -> std::result::Result<Self, Error> {
+        let manager =
+            RedisConnectionManager::new(settings.url.as_str()).map_err(Error::InvalidUrl)?;
+        let pool = Pool::builder()
+            .max_size(settings.pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(settings.connection_timeout)
+            // Our is_valid is a local flag test, not a PING; see pool::Manager.
+            .test_on_check_out(true)
+            .build_unchecked(Manager::new(manager));
+        Ok(Self {
+            pool,
+            prefix: settings.key_prefix,
+        })
+    }
+
+    /// Pool occupancy: `(connections, idle connections)`, for metrics.
+    pub fn pool_state(&self) -> (u32, u32) {
+        let state = self.pool.state();
+        (state.connections, state.idle_connections)
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    async fn run<T: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T> {
+        let mut conn: PooledConnection<'_, Manager> =
+            self.pool.get().await.map_err(|e| match e {
+                RunError::User(e) => unavailable(e),
+                RunError::TimedOut => {
+                    CoreError::cache_unavailable("timed out waiting for a Redis connection")
+                }
+            })?;
+        conn.query(&cmd).await.map_err(unavailable)
+    }
+}
+
+fn unavailable(e: RedisError) -> CoreError {
+    CoreError::cache_unavailable(e)
+}
+
+#[async_trait]
+impl Cache for RedisCache {
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut cmd = redis::cmd("MGET");
+        for key in keys {
+            cmd.arg(self.key(key));
+        }
+        self.run(cmd).await
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
+        let millis = ttl.as_millis().max(1) as u64;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(key)).arg(value).arg("PX").arg(millis);
+        self.run(cmd).await
+    }
+
+    async fn incr(&self, key: &str) -> Result<i64> {
+        let mut cmd = redis::cmd("INCR");
+        cmd.arg(self.key(key));
+        self.run(cmd).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.key(key));
+        self.run::<i64>(cmd).await.map(drop)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.run::<String>(redis::cmd("PING")).await.map(drop)
+    }
+}

@@ -1,0 +1,125 @@
+//! A throwaway Redis server for tests (feature `testing`).
+//!
+//! [`TestRedis::start`] uses `TEST_REDIS_URL` when set; otherwise it runs `redis-server` from
+//! `PATH` on a free port with a temporary directory, and stops it on drop. A missing
+//! `redis-server` is a test failure that says what to install, never a silent skip.
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::cache::RedisSettings;
+
+/// A Redis server owned by a test.
+#[derive(Debug)]
+pub struct TestRedis {
+    url: String,
+    managed: Option<Managed>,
+}
+
+#[derive(Debug)]
+struct Managed {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Mutex<Option<Child>>,
+}
+
+impl TestRedis {
+    /// The server named by `TEST_REDIS_URL`, or a new private one.
+    pub fn start() -> Self {
+        match std::env::var("TEST_REDIS_URL") {
+            Ok(url) if !url.is_empty() => Self { url, managed: None },
+            _ => Self::start_private(),
+        }
+    }
+
+    /// Always a new private server (for tests that stop and restart it).
+    pub fn start_private() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("find a free port")
+            .port();
+        let managed = Managed {
+            dir: tempfile::Builder::new()
+                .prefix("userstack-redis-")
+                .tempdir()
+                .expect("create a temporary directory"),
+            port,
+            child: Mutex::new(None),
+        };
+        managed.spawn();
+        Self {
+            url: format!("redis://127.0.0.1:{port}"),
+            managed: Some(managed),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Settings with a key prefix of their own, so tests sharing a server never collide.
+    pub fn settings(&self, prefix: &str) -> RedisSettings {
+        RedisSettings {
+            url: self.url.clone(),
+            key_prefix: format!("test:{}:{prefix}:", std::process::id()),
+            ..RedisSettings::default()
+        }
+    }
+
+    /// Kills the server (as a crash or a stopped container would). Its data is lost.
+    pub fn stop(&self) {
+        self.managed().kill();
+    }
+
+    /// Starts a stopped server again on the same port.
+    pub fn restart(&self) {
+        self.managed().spawn();
+    }
+
+    fn managed(&self) -> &Managed {
+        self.managed
+            .as_ref()
+            .expect("this test stops Redis, so it needs its own server: unset TEST_REDIS_URL")
+    }
+}
+
+impl Managed {
+    fn spawn(&self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server ({e}). Install it (Debian: apt-get install redis-server) or set TEST_REDIS_URL.")
+            });
+        *self.child.lock().unwrap() = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Managed {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,58 @@
+//! The cache contract, against a real Redis.
+
+use std::time::Duration;
+
+use userstack_cache_redis::RedisCache;
+use userstack_cache_redis::testing::TestRedis;
+use userstack_core::{Cache, Error};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_cache_honours_the_contract() {
+    let server = TestRedis::start();
+    let cache = RedisCache::new(server.settings("contract")).unwrap();
+    userstack_core::testing::cache_contract(&cache).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prefixes_keep_applications_apart() {
+    let server = TestRedis::start();
+    let a = RedisCache::new(server.settings("a")).unwrap();
+    let b = RedisCache::new(server.settings("b")).unwrap();
+    a.set("k", b"from a", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(b.get_many(&["k"]).await.unwrap(), vec![None]);
+    assert_eq!(
+        a.get_many(&["k"]).await.unwrap(),
+        vec![Some(b"from a".to_vec())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_redis_is_used_again_without_a_new_pool() {
+    let server = TestRedis::start_private();
+    let mut settings = server.settings("restart");
+    settings.connection_timeout = Duration::from_millis(300);
+    let cache = RedisCache::new(settings).unwrap();
+    cache.set("k", b"v", Duration::from_secs(60)).await.unwrap();
+
+    server.stop();
+    let down = cache.get_many(&["k"]).await;
+    assert!(matches!(down, Err(Error::CacheUnavailable(_))), "{down:?}");
+    assert!(matches!(
+        cache.ping().await,
+        Err(Error::CacheUnavailable(_))
+    ));
+
+    server.restart();
+    // The dead connection was dropped; the next call opens a new one.
+    cache
+        .ping()
+        .await
+        .expect("cache usable again after restart");
+    assert_eq!(
+        cache.get_many(&["k"]).await.unwrap(),
+        vec![None],
+        "a fresh server is empty"
+    );
+}
