@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# The deliverable: runs task 1 (tests/e2e/manual.sh) and task 2 (tests/e2e/compose.sh) for real,
+# records every command they run (deploy/lib/common.sh, USERSTACK_TRANSCRIPT), and renders that
+# record into report.pdf and report.docx. A report exists only for a run that passed: any failed
+# script or check stops it with an error naming the step, and no report file is written.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+# shellcheck source=../lib/common.sh
+source "$root/deploy/lib/common.sh"
+
+TESTS=(tests/e2e/manual.sh tests/e2e/compose.sh)
+
+usage() {
+    cat <<'EOF'
+Usage: deploy/report/generate.sh [--out DIR] [--sample-png DIR] [--render TRANSCRIPT] [--help]
+
+Runs tests/e2e/manual.sh (task 1) then tests/e2e/compose.sh (task 2) on this machine's Docker
+engine, recording every command, and writes into DIR (default out/report):
+  report.pdf, report.docx   only if both passed and every check passed
+  transcript.jsonl          the record of the run (JSON lines, see deploy/lib/common.sh)
+  logs/*.log                the full console output of each test
+Exits non-zero, naming the failed step, if anything failed.
+
+  --out DIR            where the files go [out/report]
+  --sample-png DIR     also write DIR/report-sample.png (title page) and DIR/report-sample-2.png
+                       (first page of task 1), rendered from this run's PDF
+  --render TRANSCRIPT  do not run the tests: render again the transcript of an earlier run of
+                       this script (refused unless it records both tests passing)
+EOF
+}
+
+out=$root/out/report
+sample_dir=""
+render_only=""
+while (($#)); do
+    case $1 in
+        --out) out=${2:?--out needs a directory}; shift 2 ;;
+        --sample-png) sample_dir=${2:?--sample-png needs a directory}; shift 2 ;;
+        --render) render_only=${2:?--render needs a transcript}; shift 2 ;;
+        -h | --help) usage; exit 0 ;;
+        *) usage >&2; die "unknown argument: $1" ;;
+    esac
+done
+
+started=$SECONDS
+for tool in docker jq git dot weasyprint pandoc pdftoppm pdftotext python3; do
+    command -v "$tool" >/dev/null || die "$tool is missing: run .ci/install.sh (as root)"
+done
+if [[ -n "$render_only" ]]; then
+    [[ -r "$render_only" ]] || die "--render $render_only: no such transcript"
+    render_only=$(cd "$(dirname "$render_only")" && pwd)/$(basename "$render_only")
+fi
+if [[ -n "$sample_dir" ]]; then
+    mkdir -p "$sample_dir"
+    sample_dir=$(cd "$sample_dir" && pwd)
+fi
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+# Nothing from an earlier run may pass for this one's result.
+rm -f "$out/report.pdf" "$out/report.docx"
+rm -rf "$out"/.render.*
+work=$(mktemp -d "$out/.render.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+# record_result SCRIPT EXIT FAILED-STEP : the outcome of one end-to-end script, in the transcript
+# (render.py refuses a transcript without a zero result for each).
+record_result() {
+    jq -nc --arg script "$1" --argjson exit "$2" --arg failed_step "$3" --arg time "$(_now)" \
+        '{type: "result", script: $script, exit: $exit, failed_step: $failed_step, time: $time}' \
+        >>"$USERSTACK_TRANSCRIPT"
+}
+
+# failed_step LOG SECTION : what failed, as the scripts' `die` reported it ("failed step: …"),
+# else the failed checks, else the last step the section recorded.
+failed_step() {
+    local found
+    found=$(sed -n 's/^.*failed step: //p' "$1" | awk '!seen[$0]++' | paste -sd ';' | sed 's/;/; /g')
+    [[ -n "$found" ]] || found=$(jq -r --arg s "$2" 'select(.type == "check" and .ok == false and .section == $s)
+        | "\(.step) (check: \(.name))"' "$USERSTACK_TRANSCRIPT" | paste -sd ';' | sed 's/;/; /g')
+    [[ -n "$found" ]] || found=$(jq -r --arg s "$2" 'select(.type == "step" and .section == $s) | .step' \
+        "$USERSTACK_TRANSCRIPT" | tail -n 1)
+    printf '%s' "${found:-(no step recorded)}"
+}
+
+# run_test SCRIPT : run one end-to-end test, its console output also kept in logs/; die naming the
+# failed step if it fails.
+run_test() {
+    local script=$1 name log rc section
+    name=$(basename "$script" .sh)
+    log=$out/logs/$name.log
+    log "running $script (console output also in ${log#"$root"/})"
+    local t0=$SECONDS
+    set +e
+    "$root/$script" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    # The section the script recorded itself under (it sets USERSTACK_SECTION).
+    section=$(jq -r 'select(.type == "step") | .section' "$USERSTACK_TRANSCRIPT" | tail -n 1)
+    if ((rc != 0)); then
+        local what
+        what=$(failed_step "$log" "$section")
+        record_result "$script" "$rc" "$what"
+        USERSTACK_STEP="" die "$script failed (exit $rc) after $((SECONDS - t0))s in section '$section'; failed step: $what (log: ${log#"$root"/}); no report written"
+    fi
+    record_result "$script" 0 ""
+    log "$script passed in $((SECONDS - t0))s"
+}
+
+if [[ -n "$render_only" ]]; then
+    cp "$render_only" "$work/transcript.jsonl"
+    transcript=$work/transcript.jsonl
+else
+    transcript=$out/transcript.jsonl
+    rm -rf "$transcript" "$out/logs"
+    mkdir -p "$out/logs"
+    for script in "${TESTS[@]}"; do
+        [[ -x "$root/$script" ]] || die "$script is missing or not executable"
+    done
+    export USERSTACK_TRANSCRIPT=$transcript
+
+    USERSTACK_SECTION=Environment
+    step "Docker client and engine"
+    run docker version
+    step "Docker Compose and BuildKit"
+    run docker compose version
+    run docker buildx version
+    step "This machine"
+    run uname -srm
+    run_sh 'grep PRETTY_NAME /etc/os-release'
+    step "Images present before the run"
+    run docker image ls
+
+    for script in "${TESTS[@]}"; do
+        run_test "$script"
+    done
+
+    USERSTACK_SECTION=Environment
+    step "Images used by the run (after it)"
+    # The app image and the stand-ins, by name, once per image id.
+    mapfile -t images < <(docker image ls --format '{{.Repository}}:{{.Tag}} {{.ID}}' |
+        grep -E '^userstack(-standin/[^:]+)?:' | sort -u -k2,2 | sort | cut -d' ' -f1)
+    ((${#images[@]})) || die "no userstack images after the run"
+    run_sh "docker image inspect --format '{{range .RepoTags}}{{.}} {{end}}| {{.Id}} | {{.Size}}' ${images[*]}"
+    unset USERSTACK_TRANSCRIPT
+fi
+
+# Belt and braces: the scripts exit non-zero on a failed check, but a report must never show one.
+failed_checks=$(jq -r 'select(.type == "check" and .ok != true) | "\(.section) / \(.step): \(.name)"' "$transcript")
+[[ -z "$failed_checks" ]] || die "failed checks in the transcript, no report written:
+$failed_checks"
+
+log "rendering the report (in ${work#"$root"/})"
+cp "$here/report.css" "$work/"
+dot -Tsvg "$here/architecture.dot" -o "$work/architecture.svg"
+dot -Tpng -Gdpi=200 "$here/architecture.dot" -o "$work/architecture.png"
+require=()
+for script in "${TESTS[@]}"; do require+=(--require-result "$script"); done
+python3 "$here/render.py" html --transcript "$transcript" --repo "$root" "${require[@]}" \
+    --figure architecture.svg --css report.css --out "$work/report.html"
+# Word gets a PNG figure (SVG support in Word varies) and no page-numbered contents list.
+python3 "$here/render.py" html --transcript "$transcript" --repo "$root" "${require[@]}" \
+    --figure architecture.png --figure-width 640 --target docx --out "$work/report-docx.html"
+(
+    cd "$work"
+    weasyprint report.html report.pdf
+    pandoc -o pandoc-reference.docx --print-default-data-file reference.docx
+    python3 "$here/render.py" reference-docx pandoc-reference.docx reference.docx
+    pandoc report-docx.html -f html -t docx --resource-path=. --reference-doc=reference.docx \
+        -o report.docx
+)
+pages=$(pdfinfo "$work/report.pdf" | awk '/^Pages:/ {print $2}')
+# Same file system: the renames are atomic, so the folder never holds half a report.
+mv "$work/report.pdf" "$out/report.pdf"
+mv "$work/report.docx" "$out/report.docx"
+if [[ -n "$render_only" && "$render_only" != "$out/transcript.jsonl" ]]; then
+    cp "$render_only" "$out/transcript.jsonl" # check.sh reads the run from next to the report
+fi
+
+if [[ -n "$sample_dir" ]]; then
+    task1_page=""
+    for ((p = 1; p <= pages; p++)); do
+        if pdftotext -f "$p" -l "$p" "$out/report.pdf" - | grep -E '^[0-9]+ Task 1' | grep -qv '[.][.]'; then task1_page=$p; break; fi
+    done
+    [[ -n "$task1_page" ]] || die "no page with the Task 1 chapter in $out/report.pdf"
+    pdftoppm -r 60 -f 1 -l 1 -png -singlefile "$out/report.pdf" "$sample_dir/report-sample"
+    pdftoppm -r 60 -f "$task1_page" -l "$task1_page" -png -singlefile "$out/report.pdf" "$sample_dir/report-sample-2"
+    log "wrote $sample_dir/report-sample.png (page 1) and report-sample-2.png (page $task1_page)"
+fi
+
+log "report: $out/report.pdf ($pages pages, $(stat -c %s "$out/report.pdf") bytes), $out/report.docx ($(stat -c %s "$out/report.docx") bytes)"
+log "done in $((SECONDS - started))s"
