@@ -74,13 +74,11 @@ record_result() {
         >>"$USERSTACK_TRANSCRIPT"
 }
 
-# failed_step LOG SECTION : what failed, as the scripts' `die` reported it ("failed step: …"),
-# else the failed checks, else the last step the section recorded.
+# failed_step LOG SECTION : what failed, as the scripts' `die` reported it ("failed step: …",
+# innermost first), else the last step the section recorded.
 failed_step() {
     local found
     found=$(sed -n 's/^.*failed step: //p' "$1" | awk '!seen[$0]++' | paste -sd ';' | sed 's/;/; /g')
-    [[ -n "$found" ]] || found=$(jq -r --arg s "$2" 'select(.type == "check" and .ok == false and .section == $s)
-        | "\(.step) (check: \(.name))"' "$USERSTACK_TRANSCRIPT" | paste -sd ';' | sed 's/;/; /g')
     [[ -n "$found" ]] || found=$(jq -r --arg s "$2" 'select(.type == "step" and .section == $s) | .step' \
         "$USERSTACK_TRANSCRIPT" | tail -n 1)
     printf '%s' "${found:-(no step recorded)}"
@@ -100,11 +98,20 @@ run_test() {
     set -e
     # The section the script recorded itself under (it sets USERSTACK_SECTION).
     section=$(jq -r 'select(.type == "step") | .section' "$USERSTACK_TRANSCRIPT" | tail -n 1)
-    if ((rc != 0)); then
+    local failed_checks
+    failed_checks=$(jq -r --arg s "$section" 'select(.type == "check" and .ok != true and .section == $s)
+        | "\(.step) (check: \(.name))"' "$USERSTACK_TRANSCRIPT" | paste -sd ';' | sed 's/;/; /g')
+    if ((rc != 0)) || [[ -n "$failed_checks" ]]; then
         local what
-        what=$(failed_step "$log" "$section")
-        record_result "$script" "$rc" "$what"
-        USERSTACK_STEP="" die "$script failed (exit $rc) after $((SECONDS - t0))s in section '$section'; failed step: $what (log: ${log#"$root"/}); no report written"
+        if ((rc != 0)); then
+            what="failed (exit $rc); failed step: $(failed_step "$log" "$section")"
+        else
+            # A check that failed without failing its script still fails the run.
+            what="exited 0 but checks failed"
+            rc=1
+        fi
+        record_result "$script" "$rc" "$(failed_step "$log" "$section")"
+        USERSTACK_STEP="" die "$script $what${failed_checks:+; failed checks: $failed_checks}; section '$section', after $((SECONDS - t0))s (log: ${log#"$root"/}); no report written"
     fi
     record_result "$script" 0 ""
     log "$script passed in $((SECONDS - t0))s"
@@ -149,9 +156,9 @@ else
 fi
 
 # Belt and braces: the scripts exit non-zero on a failed check, but a report must never show one.
-failed_checks=$(jq -r 'select(.type == "check" and .ok != true) | "\(.section) / \(.step): \(.name)"' "$transcript")
-[[ -z "$failed_checks" ]] || die "failed checks in the transcript, no report written:
-$failed_checks"
+failed_checks=$(jq -r 'select(.type == "check" and .ok != true) | "\(.section) / \(.step): \(.name)"' "$transcript" |
+    paste -sd ';' | sed 's/;/; /g')
+[[ -z "$failed_checks" ]] || USERSTACK_STEP="" die "failed checks in the transcript, no report written: $failed_checks"
 
 log "rendering the report (in ${work#"$root"/})"
 cp "$here/report.css" "$work/"
