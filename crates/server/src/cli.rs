@@ -1,0 +1,141 @@
+//! The command line: `serve` (default), `migrate`, `healthcheck`.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, LogFormat};
+use crate::startup::{self, StartupError};
+
+/// A users service over PostgreSQL and Redis.
+///
+/// Every option can be set through the environment variable shown next to it.
+#[derive(Debug, Parser)]
+#[command(name = "userstack", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum Command {
+    /// Apply migrations, then serve HTTP until SIGTERM/SIGINT (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Exit 0 if this host's server answers GET /healthz with 200 on PORT, else 1. For container
+    /// health checks: needs no shell and no curl.
+    Healthcheck,
+}
+
+/// Runs the command line; the process exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let config = cli.config;
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Healthcheck = command {
+        return healthcheck(config.port);
+    }
+    init_tracing(config.log_format);
+    let result = match command {
+        Command::Serve => serve(&config).await,
+        Command::Migrate => migrate(&config).await,
+        Command::Healthcheck => unreachable!("handled above"),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "exiting");
+            let mut message = format!("error: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                message.push_str(&format!("\n  caused by: {s}"));
+                source = s.source();
+            }
+            eprintln!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn serve(config: &Config) -> Result<(), StartupError> {
+    let state = startup::build_state(config).await?;
+    let address = format!("{}:{}", config.host, config.port);
+    let listener = TcpListener::bind(&address)
+        .await
+        .map_err(|source| StartupError::Bind {
+            address: address.clone(),
+            source,
+        })?;
+    tracing::info!(%address, "listening");
+    let router = crate::app(state, &config.http);
+    crate::serve(
+        listener,
+        router,
+        crate::shutdown_signal(),
+        config.http.shutdown_timeout(),
+    )
+    .await
+    .map_err(StartupError::Serve)?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn migrate(config: &Config) -> Result<(), StartupError> {
+    let repo = userstack_storage_pg::PgUserRepository::new(config.database.settings()?);
+    let applied = startup::migrate_when_reachable(&repo, config.database.startup_timeout()).await?;
+    if applied.is_empty() {
+        eprintln!("database schema is up to date; nothing to apply");
+    } else {
+        eprintln!("applied migrations: {applied:?}");
+    }
+    Ok(())
+}
+
+/// A minimal HTTP/1.1 GET, so the runtime image needs nothing but this binary.
+fn healthcheck(port: u16) -> ExitCode {
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let timeout = Duration::from_secs(3);
+    let probe = || -> std::io::Result<String> {
+        let mut stream = TcpStream::connect_timeout(&address, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        let mut head = [0u8; 64];
+        let n = stream.read(&mut head)?;
+        Ok(String::from_utf8_lossy(&head[..n]).into_owned())
+    };
+    match probe() {
+        Ok(head) if head.starts_with("HTTP/1.1 200") => ExitCode::SUCCESS,
+        Ok(head) => {
+            eprintln!(
+                "unhealthy: {}",
+                head.lines().next().unwrap_or("empty answer")
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {address}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

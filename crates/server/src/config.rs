@@ -1,0 +1,246 @@
+//! Configuration from the environment (12-factor), with defaults that match the deploy files:
+//! PostgreSQL at `db:5432` (database `mydb`, user `postgres`), Redis at `redis:6379`, HTTP on
+//! `0.0.0.0:5000`. Every setting is also a command-line flag; `userstack --help` lists them all.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use userstack_cache_redis::RedisSettings;
+use userstack_core::ServiceConfig;
+use userstack_storage_pg::PgSettings;
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0", global = true)]
+    pub host: String,
+    /// Port to listen on (also the port `healthcheck` asks).
+    #[arg(long, env = "PORT", default_value_t = 5000, global = true)]
+    pub port: u16,
+
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub cache: CacheConfig,
+    #[command(flatten)]
+    pub http: HttpConfig,
+
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// PostgreSQL connection URL or key=value string; when set, the PG* variables are ignored.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<String>,
+    /// PostgreSQL host.
+    #[arg(long, env = "PGHOST", default_value = "db", global = true)]
+    pub pghost: String,
+    /// PostgreSQL port.
+    #[arg(long, env = "PGPORT", default_value_t = 5432, global = true)]
+    pub pgport: u16,
+    /// PostgreSQL user.
+    #[arg(long, env = "PGUSER", default_value = "postgres", global = true)]
+    pub pguser: String,
+    /// PostgreSQL password (prefer DATABASE_PASSWORD_FILE).
+    #[arg(
+        long,
+        env = "PGPASSWORD",
+        default_value = "password",
+        hide_env_values = true,
+        hide_default_value = true,
+        global = true
+    )]
+    pub pgpassword: String,
+    /// PostgreSQL database.
+    #[arg(long, env = "PGDATABASE", default_value = "mydb", global = true)]
+    pub pgdatabase: String,
+    /// File holding the PostgreSQL password (e.g. a Docker secret); overrides every other source.
+    #[arg(long, env = "DATABASE_PASSWORD_FILE", global = true)]
+    pub database_password_file: Option<PathBuf>,
+    /// Most PostgreSQL connections held by this process.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16, global = true)]
+    pub database_pool_size: u32,
+    /// Longest wait for a PostgreSQL connection before a request fails with 503 (ms).
+    #[arg(
+        long,
+        env = "DATABASE_TIMEOUT_MS",
+        default_value_t = 2000,
+        global = true
+    )]
+    pub database_timeout_ms: u64,
+    /// How long start-up waits for PostgreSQL to accept connections (s).
+    #[arg(
+        long,
+        env = "DATABASE_STARTUP_TIMEOUT_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub database_startup_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CacheConfig {
+    /// Redis URL.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://redis:6379",
+        global = true
+    )]
+    pub redis_url: String,
+    /// Prefix of every Redis key this service writes.
+    #[arg(
+        long,
+        env = "REDIS_KEY_PREFIX",
+        default_value = "userstack:",
+        global = true
+    )]
+    pub redis_key_prefix: String,
+    /// Most Redis connections (each is multiplexed).
+    #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 4, global = true)]
+    pub redis_pool_size: u32,
+    /// How long a cached user or page may be served (s).
+    #[arg(long, env = "CACHE_TTL_SECS", default_value_t = 60, global = true)]
+    pub cache_ttl_secs: u64,
+    /// Longest wait for one Redis call before falling back to PostgreSQL (ms).
+    #[arg(long, env = "CACHE_TIMEOUT_MS", default_value_t = 100, global = true)]
+    pub cache_timeout_ms: u64,
+    /// How long Redis is bypassed after it failed (ms).
+    #[arg(long, env = "CACHE_BACKOFF_MS", default_value_t = 1000, global = true)]
+    pub cache_backoff_ms: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HttpConfig {
+    /// Longest time a request may take before it is answered 503 (s).
+    #[arg(
+        long,
+        env = "REQUEST_TIMEOUT_SECS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub request_timeout_secs: u64,
+    /// Largest accepted request body (bytes).
+    #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 64 * 1024, global = true)]
+    pub body_limit_bytes: usize,
+    /// On SIGTERM/SIGINT, how long in-flight requests may finish before the process exits (s).
+    /// Below Docker's default 10 s grace period, so we exit before being killed.
+    #[arg(
+        long,
+        env = "SHUTDOWN_TIMEOUT_SECS",
+        default_value_t = 8,
+        global = true
+    )]
+    pub shutdown_timeout_secs: u64,
+}
+
+impl HttpConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout_secs: 10,
+            body_limit_bytes: 64 * 1024,
+            shutdown_timeout_secs: 8,
+        }
+    }
+}
+
+/// A setting that parsed but cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("DATABASE_URL is not a valid PostgreSQL URL: {0}")]
+    DatabaseUrl(#[source] tokio_postgres::Error),
+    #[error("cannot read DATABASE_PASSWORD_FILE {path}: {source}")]
+    PasswordFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+}
+
+impl DatabaseConfig {
+    pub fn settings(&self) -> Result<PgSettings, ConfigError> {
+        if self.database_pool_size == 0 {
+            return Err(ConfigError::Zero("DATABASE_POOL_SIZE"));
+        }
+        let mut config = match &self.database_url {
+            Some(url) => url
+                .parse::<tokio_postgres::Config>()
+                .map_err(ConfigError::DatabaseUrl)?,
+            None => {
+                let mut c = tokio_postgres::Config::new();
+                c.host(&self.pghost)
+                    .port(self.pgport)
+                    .user(&self.pguser)
+                    .password(&self.pgpassword)
+                    .dbname(&self.pgdatabase);
+                c
+            }
+        };
+        if let Some(path) = &self.database_password_file {
+            let password =
+                std::fs::read_to_string(path).map_err(|source| ConfigError::PasswordFile {
+                    path: path.clone(),
+                    source,
+                })?;
+            // Files written by `echo` end in a newline that is not part of the password.
+            config.password(password.trim_end_matches(['\r', '\n']));
+        }
+        config.application_name("userstack");
+        Ok(PgSettings {
+            config,
+            pool_size: self.database_pool_size,
+            connection_timeout: Duration::from_millis(self.database_timeout_ms),
+        })
+    }
+
+    pub fn startup_timeout(&self) -> Duration {
+        Duration::from_secs(self.database_startup_timeout_secs)
+    }
+}
+
+impl CacheConfig {
+    pub fn settings(&self) -> Result<RedisSettings, ConfigError> {
+        if self.redis_pool_size == 0 {
+            return Err(ConfigError::Zero("REDIS_POOL_SIZE"));
+        }
+        Ok(RedisSettings {
+            url: self.redis_url.clone(),
+            key_prefix: self.redis_key_prefix.clone(),
+            pool_size: self.redis_pool_size,
+            connection_timeout: Duration::from_millis(self.cache_timeout_ms.max(250)),
+        })
+    }
+
+    pub fn service(&self) -> Result<ServiceConfig, ConfigError> {
+        if self.cache_ttl_secs == 0 {
+            return Err(ConfigError::Zero("CACHE_TTL_SECS"));
+        }
+        Ok(ServiceConfig {
+            cache_ttl: Duration::from_secs(self.cache_ttl_secs),
+            cache_timeout: Duration::from_millis(self.cache_timeout_ms),
+            cache_backoff: Duration::from_millis(self.cache_backoff_ms),
+            ..ServiceConfig::default()
+        })
+    }
+}

@@ -1,0 +1,217 @@
+//! The one place where errors become HTTP responses: RFC 9457 `application/problem+json`.
+//!
+//! Handlers return [`ApiError`]; extractor rejections are turned into it by the `Json`, `Query`
+//! and `Path` wrappers below; and [`problem_for_bare_errors`] gives a problem body to the error
+//! responses that layers and the router make themselves (405, 408/503 timeouts, 413).
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use userstack_core::{Error as CoreError, FieldError};
+
+const PROBLEM_JSON: &str = "application/problem+json";
+/// Seconds a client should wait before retrying when the database is unreachable.
+const RETRY_AFTER_SECS: &str = "5";
+
+/// An RFC 9457 problem.
+#[derive(Debug, Serialize)]
+pub(crate) struct Problem {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'static str,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<FieldError>,
+}
+
+/// An error on its way to becoming a problem response.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    problem: Problem,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, detail: Option<String>) -> Self {
+        Self {
+            status,
+            problem: Problem {
+                kind,
+                title: status.canonical_reason().unwrap_or("Error"),
+                status: status.as_u16(),
+                detail,
+                errors: Vec::new(),
+            },
+        }
+    }
+
+    /// A bare HTTP-level problem (`about:blank`: the status says it all).
+    pub(crate) fn status(status: StatusCode, detail: impl Into<Option<String>>) -> Self {
+        Self::new(status, "about:blank", detail.into())
+    }
+
+    /// Query parameters that parsed but are out of range: 400, not 422, because the request line
+    /// itself is wrong, not the entity it carries.
+    pub(crate) fn bad_query(error: CoreError) -> Self {
+        match error {
+            CoreError::Validation(fields) => {
+                let mut e = Self::new(
+                    StatusCode::BAD_REQUEST,
+                    "urn:userstack:problem:invalid-query",
+                    Some("invalid query parameters".into()),
+                );
+                e.problem.errors = fields;
+                e
+            }
+            other => other.into(),
+        }
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(error: CoreError) -> Self {
+        match error {
+            CoreError::Validation(fields) => {
+                let mut e = Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "urn:userstack:problem:validation",
+                    Some("the request body has invalid fields".into()),
+                );
+                e.problem.errors = fields;
+                e
+            }
+            CoreError::NotFound(id) => Self::new(
+                StatusCode::NOT_FOUND,
+                "urn:userstack:problem:user-not-found",
+                Some(format!("no user with id {id}")),
+            ),
+            CoreError::DuplicateEmail(email) => Self::new(
+                StatusCode::CONFLICT,
+                "urn:userstack:problem:duplicate-email",
+                Some(format!("a user with email {email:?} already exists")),
+            ),
+            CoreError::StoreUnavailable(source) => {
+                tracing::warn!(error = %source, "user store unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "urn:userstack:problem:store-unavailable",
+                    Some("the database is unavailable; retry later".into()),
+                )
+            }
+            CoreError::CacheUnavailable(source) => {
+                tracing::warn!(error = %source, "cache unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "urn:userstack:problem:cache-unavailable",
+                    Some("the cache is unavailable; retry later".into()),
+                )
+            }
+            CoreError::Internal(source) => {
+                // The details are for the logs only.
+                tracing::error!(error = %source, source = ?source, "internal error");
+                Self::status(StatusCode::INTERNAL_SERVER_ERROR, None)
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.problem).unwrap_or_default();
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        response
+    }
+}
+
+fn rejection(status: StatusCode, detail: String) -> ApiError {
+    ApiError::status(status, detail)
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        // axum picks the right status: 400 syntax, 415 content type, 413 size, 422 shape.
+        let mut e = rejection(r.status(), r.body_text());
+        if r.status() == StatusCode::UNPROCESSABLE_ENTITY {
+            e.problem.kind = "urn:userstack:problem:validation";
+        }
+        e
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        rejection(StatusCode::BAD_REQUEST, r.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        rejection(StatusCode::BAD_REQUEST, r.body_text())
+    }
+}
+
+/// `axum::Json` whose rejections are problems.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub(crate) struct Json<T>(pub T);
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// `axum::extract::Query` whose rejections are problems.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub(crate) struct Query<T>(pub T);
+
+/// `axum::extract::Path` whose rejections are problems.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub(crate) struct Path<T>(pub T);
+
+/// Unknown routes.
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::status(StatusCode::NOT_FOUND, Some("no such route".to_owned()))
+}
+
+/// A panicking handler answers 500 without details; the server keeps serving.
+pub(crate) fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, None).into_response()
+}
+
+/// Gives a problem body to error responses made by layers and the router (405 with its `Allow`
+/// header, timeouts, oversized bodies): those come with no body or a plain-text one, which no
+/// handler here ever sends for an error. Status and headers are kept.
+pub(crate) async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let bare = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !bare {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let problem = ApiError::status(status, None).into_response();
+    let (problem_parts, body) = problem.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.extend(problem_parts.headers);
+    Response::from_parts(parts, body)
+}

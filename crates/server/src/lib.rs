@@ -1,0 +1,98 @@
+//! The userstack HTTP server: axum routes and tower-http layers over
+//! [`userstack_core::UserService`], wired to PostgreSQL and Redis. The binary (`userstack`) is a
+//! thin command line over this library.
+//!
+//! Tests and embedding programs build the same application over any adapters and own the
+//! socket, in the manner of mini-redis's `run(listener, shutdown)`:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use userstack_core::memory::{InMemoryCache, InMemoryUserRepository};
+//! use userstack_core::{ServiceConfig, UserService};
+//! use userstack_server::{AppState, HttpConfig, app, serve};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! let service = UserService::new(
+//!     Arc::new(InMemoryUserRepository::new()),
+//!     Arc::new(InMemoryCache::new()),
+//!     ServiceConfig::default(),
+//! );
+//! let router = app(AppState::without_pools(service), &HttpConfig::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! // Shut down at once: a real program passes a signal future instead.
+//! serve(listener, router, async {}, std::time::Duration::from_secs(1)).await
+//! # }
+//! ```
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+mod app;
+pub mod cli;
+pub mod config;
+mod error;
+pub mod metrics;
+mod routes;
+pub mod startup;
+mod state;
+
+pub use app::{app, with_layers};
+pub use config::{Config, HttpConfig};
+pub use state::AppState;
+
+/// Serves `router` on `listener` until `shutdown` completes, then stops accepting and lets
+/// in-flight requests finish for at most `drain` before returning.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> std::io::Result<()> {
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections, draining in-flight requests");
+        let _ = signalled_tx.send(());
+    });
+    let server = server.into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result,
+        () = async {
+            // Never resolves unless shutdown began: a dropped sender means the server ended.
+            if signalled_rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(drain).await;
+        } => {
+            tracing::warn!(?drain, "in-flight requests did not finish in time; exiting anyway");
+            Ok(())
+        }
+    }
+}
+
+/// Completes on SIGTERM (`docker stop`) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,10 @@
+//! `userstack`: see `userstack --help`. All logic lives in the `userstack_server` library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    userstack_server::cli::run(userstack_server::cli::Cli::parse()).await
+}

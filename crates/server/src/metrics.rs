@@ -1,0 +1,171 @@
+//! Prometheus metrics: requests by route and status, a latency histogram, and, read at scrape
+//! time, the cache counters of the core and the pools' occupancy.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use userstack_core::UserService;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+/// Occupancy of one connection pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSample {
+    pub pool: &'static str,
+    pub connections: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+/// Reads the pools at scrape time; the wiring supplies it because only it knows the adapters.
+pub type PoolProbe = Arc<dyn Fn() -> Vec<PoolSample> + Send + Sync>;
+
+/// The registry and the request metrics; shared by the middleware and the `/metrics` handler.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+}
+
+impl Metrics {
+    pub fn new(service: UserService, pools: PoolProbe) -> Self {
+        let mut registry = Registry::with_prefix("userstack");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method, route and status",
+            requests.clone(),
+        );
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            // 0.25 ms to ~4 s: a cache hit sits at the bottom, a timeout at the top.
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.00025, 2.0, 15,
+            ))
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from request to response head, by method and route",
+            latency.clone(),
+        );
+        registry.register_collector(Box::new(ScrapeTime { service, pools }));
+        Self {
+            registry,
+            requests,
+            latency,
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Values that live elsewhere and are read when scraped.
+struct ScrapeTime {
+    service: UserService,
+    pools: PoolProbe,
+}
+
+impl std::fmt::Debug for ScrapeTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScrapeTime")
+    }
+}
+
+impl Collector for ScrapeTime {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let stats = self.service.cache_stats();
+        let mut cache = encoder.encode_descriptor(
+            "cache_operations",
+            "Cache reads by result (hit, miss, bypass) and failed cache calls (error)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, value) in [
+            ("hit", stats.hits),
+            ("miss", stats.misses),
+            ("bypass", stats.bypassed),
+            ("error", stats.errors),
+        ] {
+            ConstCounter::new(value).encode(cache.encode_family(&[("result", result)])?)?;
+        }
+
+        let samples = (self.pools)();
+        for (name, help, value) in [
+            (
+                "pool_connections",
+                "Open connections, by pool",
+                (|s: &PoolSample| s.connections) as fn(&PoolSample) -> u32,
+            ),
+            ("pool_idle_connections", "Idle connections, by pool", |s| {
+                s.idle
+            }),
+            (
+                "pool_max_connections",
+                "Configured maximum connections, by pool",
+                |s| s.max,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for sample in &samples {
+                ConstGauge::new(i64::from(value(sample)))
+                    .encode(family.encode_family(&[("pool", sample.pool)])?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counts and times every request under its route template (`/users/{id}`, not `/users/42`),
+/// so label cardinality stays bounded whatever clients send.
+pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let response = next.run(request).await;
+    let route_labels = RouteLabels { method, route };
+    metrics
+        .latency
+        .get_or_create(&route_labels)
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method: route_labels.method,
+            route: route_labels.route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
