@@ -135,9 +135,12 @@ else
     step "Docker Compose and BuildKit"
     run docker compose version
     run docker buildx version
-    step "This machine"
+    step "This machine and the source revision"
     run uname -srm
     run_sh 'grep PRETTY_NAME /etc/os-release'
+    # From the repository root, so the recorded commands read the same on every machine.
+    (cd "$root" && run git describe --always --dirty --abbrev=12)
+    (cd "$root" && run git log -1 '--format=%H — %s (%cI)')
     step "Images present before the run"
     run docker image ls
 

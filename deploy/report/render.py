@@ -106,8 +106,7 @@ def verify(records, required_results):
         if r is None:
             problems.append(f"no result recorded for {script} (did it run to the end?)")
         elif r.get("exit") != 0:
-            problems.append(f"{script} exited {r.get('exit')} in section {r.get('section')!r}, "
-                            f"step {r.get('failed_step') or r.get('step')!r}")
+            problems.append(f"{script} exited {r.get('exit')}, failed step: {r.get('failed_step')!r}")
     if problems:
         raise RunFailed("; ".join(problems))
 
@@ -156,7 +155,7 @@ def fmt_size(n):
 
 def environment_facts(sections):
     """Versions and images for the title page, read from the Environment section's outputs."""
-    facts = {"client": "?", "engine": "?", "compose": "?", "images": []}
+    facts = {"client": "?", "engine": "?", "compose": "?", "images": [], "revision": None, "commit": None}
     for step in sections.get(ENVIRONMENT, []):
         for rec in step["items"]:
             if rec.get("type") != "command" or rec.get("exit") != 0:
@@ -167,6 +166,10 @@ def environment_facts(sections):
                 engine = re.search(r"^Server:.*?^\s*Version:\s*(\S+)", out, re.M | re.S)
                 facts["client"] = client.group(1) if client else "?"
                 facts["engine"] = engine.group(1) if engine else "?"
+            elif cmd.startswith("git describe"):
+                facts["revision"] = out.strip()
+            elif cmd.startswith("git log -1"):
+                facts["commit"] = out.strip()
             elif cmd.startswith("docker compose version"):
                 m = re.search(r"version\s+v?(\S+)", out)
                 facts["compose"] = m.group(1) if m else "?"
@@ -257,11 +260,17 @@ def render(args):
     facts = environment_facts(sections)
     files = container_files(repo)
     user = args.user or getpass.getuser()
-    revision = git(repo, "describe", "--always", "--dirty", "--abbrev=12")
-    commit = git(repo, "log", "-1", "--format=%H — %s (%cI)")
+    # The revision the run was made from (recorded by generate.sh), else the one here now.
+    revision = facts["revision"] or git(repo, "describe", "--always", "--dirty", "--abbrev=12")
+    commit = facts["commit"] or git(repo, "log", "-1", "--format=%H — %s (%cI)")
     times = sorted(r["time"] for r in records if r.get("time"))
     run_date = fmt_time(times[0]) if times else "?"
     run_end = fmt_time(times[-1]) if times else "?"
+    elapsed = ""
+    if times:
+        parse = lambda t: datetime.datetime.strptime(t, "%Y-%m-%dT%H:%M:%S.%fZ")
+        elapsed = f" ({fmt_duration((parse(times[-1]) - parse(times[0])).total_seconds() * 1000)})"
+    hosts = sorted({r.get("host", "") for r in records if r.get("type") == "command"} - {""})
 
     # Task sections in the order they ran; their teardown steps go to the last chapter.
     task_names = [n for n in sections if n != ENVIRONMENT]
@@ -292,7 +301,8 @@ def render(args):
             "Task 2: the same stack with <code>docker compose</code> on a second Docker host.</p>\n",
             '<table class="facts">\n')
     for key, value in [("Project", "userstack (Rust reimplementation of a Flask users app, PostgreSQL + Redis)"),
-                       ("Run", f"{run_date} – {run_end}"),
+                       ("Run", f"{run_date} – {run_end}{elapsed}"),
+                       ("Hosts", ", ".join(hosts) or "?"),
                        ("Git revision", revision), ("Commit", commit),
                        ("Docker client", facts["client"]), ("Docker engine", facts["engine"]),
                        ("Docker Compose", facts["compose"]),
