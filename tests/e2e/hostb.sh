@@ -7,6 +7,11 @@
 # reached only over its address, by ssh (DOCKER_HOST=ssh://root@ADDR) and on the ports it
 # publishes. Nothing here touches host A's own daemon.
 #
+# The daemon and sshd also share a mount namespace of their own, with a tmpfs at HOSTB_DIR that
+# exists only there: a file put there over ssh is on host B and not on host A, as on a real
+# second machine. That is what shows that compose bind-mounts file secrets from the *daemon's*
+# host (the rest of the file system is shared, which the tests do not rely on).
+#
 #   start   create it (idempotent: an already running host B is checked and kept; a half-made
 #           one is removed first) and print the time the daemon took to start
 #   stop    remove everything: containers, daemon and its data root, sshd, keys, veth, namespace
@@ -15,12 +20,13 @@
 #   gone    exit 0 if nothing of host B is left (what `stop` ends with)
 #   env     print `export` lines for the tests: HOSTB_ADDR, HOSTB_SSH (ssh://root@ADDR),
 #           HOSTB_SOCKET (unix://…, host B's daemon seen from this machine), HOSTB_DIR (a scratch
-#           directory on host B that `stop` removes), and PATH with an ssh/scp wrapper that uses
+#           directory that only host B sees; gone with host B), and PATH with an ssh/scp wrapper that uses
 #           the generated client config (key, known_hosts) - ssh has no environment variable for
 #           a config file, and the docker CLI runs plain `ssh` from PATH.
 #
 # Settings (environment): HOSTB_NET (default 10.250.2; host A gets .1, host B .2, as a /30),
-# HOSTB_STORAGE_DRIVER (default: host A's storage driver), HOSTB_START_TIMEOUT (default 180 s).
+# HOSTB_STORAGE_DRIVER (default: host A's storage driver), HOSTB_START_TIMEOUT (default 180 s),
+# HOSTB_SCRATCH_SIZE (the tmpfs at HOSTB_DIR, default 3g: the offline bundle is unpacked there).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -39,6 +45,7 @@ DATA_DIR=/var/lib/userstack-hostb     # dockerd data root and host B's scratch s
 SOCK=$RUN_DIR/docker.sock
 DOCKER_PIDFILE=$RUN_DIR/docker.pid
 SSHD_PIDFILE=$RUN_DIR/sshd.pid
+SCRATCH=$DATA_DIR/scratch            # host B's own tmpfs (see above)
 START_TIMEOUT=${HOSTB_START_TIMEOUT:-180}
 
 docker_b() { docker -H "unix://$SOCK" "$@"; }
@@ -52,7 +59,7 @@ print_env() {
 export HOSTB_ADDR=$ADDR_B
 export HOSTB_SSH=ssh://root@$ADDR_B
 export HOSTB_SOCKET=unix://$SOCK
-export HOSTB_DIR=$DATA_DIR/scratch
+export HOSTB_DIR=$SCRATCH
 export PATH=$RUN_DIR/bin:\$PATH
 EOF
 }
@@ -104,7 +111,7 @@ start() {
     run ip -n "$NS" -4 -brief addr show
 
     step "Host B: its own dockerd"
-    mkdir -p "$RUN_DIR" "$DATA_DIR/docker" "$DATA_DIR/scratch"
+    mkdir -p "$RUN_DIR" "$DATA_DIR/docker" "$SCRATCH"
     chmod 0700 "$RUN_DIR" "$DATA_DIR"
     local driver=${HOSTB_STORAGE_DRIVER:-$(docker info --format '{{.Driver}}' 2>/dev/null || true)}
     # Our own (nearly empty) config file: the default /etc/docker/daemon.json is host A's and
@@ -116,11 +123,12 @@ start() {
     fi
     run cat "$RUN_DIR/daemon.json"
     # nsenter --net (not `ip netns exec`, which remounts /sys and leaves dockerd without the
-    # devices cgroup). setsid: the daemon must outlive this script.
+    # devices cgroup); unshare --mount: host B's own mount table (slave: host A's mounts still
+    # show, B's do not leak back). setsid: the daemon must outlive this script.
     local t0 t1
     t0=$(date +%s%3N)
-    log "nsenter --net=$NETNS_PATH dockerd --config-file $RUN_DIR/daemon.json --data-root $DATA_DIR/docker -H unix://$SOCK --exec-root $RUN_DIR/exec --pidfile $DOCKER_PIDFILE --bip 172.31.0.1/16  (log: $RUN_DIR/dockerd.log)"
-    setsid nsenter --net="$NETNS_PATH" dockerd \
+    log "nsenter --net=$NETNS_PATH unshare --mount --propagation slave dockerd --config-file $RUN_DIR/daemon.json --data-root $DATA_DIR/docker -H unix://$SOCK --exec-root $RUN_DIR/exec --pidfile $DOCKER_PIDFILE --bip 172.31.0.1/16  (log: $RUN_DIR/dockerd.log)"
+    setsid nsenter --net="$NETNS_PATH" unshare --mount --propagation slave dockerd \
         --config-file "$RUN_DIR/daemon.json" \
         --data-root "$DATA_DIR/docker" \
         -H "unix://$SOCK" \
@@ -133,6 +141,9 @@ start() {
     HOSTB_DOCKERD_START_MS=$((t1 - t0))
     log "host B's dockerd took $(awk -v ms="$HOSTB_DOCKERD_START_MS" 'BEGIN{printf "%.1f", ms/1000}') s to start"
     run docker -H "unix://$SOCK" info --format 'name={{.Name}} root={{.DockerRootDir}} driver={{.Driver}} images={{.Images}} containers={{.Containers}}'
+    local dpid
+    dpid=$(cat "$DOCKER_PIDFILE")
+    run nsenter --target "$dpid" --mount mount -t tmpfs -o "size=${HOSTB_SCRATCH_SIZE:-3g},mode=0700" userstack-hostb "$SCRATCH"
 
     step "Host B: sshd on $ADDR_B:22, key-only root login"
     local sshd_dir=$RUN_DIR/sshd client_dir=$RUN_DIR/client
@@ -166,7 +177,8 @@ SetEnv DOCKER_HOST=unix://$SOCK
 Subsystem sftp /usr/lib/openssh/sftp-server
 EOF
     run /usr/sbin/sshd -t -f "$sshd_dir/sshd_config"
-    run nsenter --net="$NETNS_PATH" /usr/sbin/sshd -f "$sshd_dir/sshd_config" -E "$RUN_DIR/sshd.log"
+    # In the daemon's namespaces: ssh sessions see host B's files, like the daemon does.
+    run nsenter --target "$dpid" --net --mount /usr/sbin/sshd -f "$sshd_dir/sshd_config" -E "$RUN_DIR/sshd.log"
 
     # The client side: host B's real host key in a known_hosts file we write (so host key
     # checking stays strict), our key, and an ssh/scp wrapper that points at this config.
@@ -191,7 +203,8 @@ EOF
 
     step "Host B: check it is reachable as a separate Docker host"
     # shellcheck disable=SC2016 # expanded by host B's shell
-    run "$RUN_DIR/bin/ssh" "root@$ADDR_B" 'echo "DOCKER_HOST=$DOCKER_HOST"; ip -4 -brief addr show'
+    run "$RUN_DIR/bin/ssh" "root@$ADDR_B" 'echo "DOCKER_HOST=$DOCKER_HOST"; ip -4 -brief addr show; findmnt -no FSTYPE,TARGET '"$SCRATCH"
+    run findmnt -no FSTYPE,TARGET --target "$SCRATCH"
     run_sh "PATH=$RUN_DIR/bin:\$PATH DOCKER_HOST=ssh://root@$ADDR_B docker info --format 'root={{.DockerRootDir}} images={{.Images}}'"
     over_ssh_docker_ok || die "DOCKER_HOST=ssh://root@$ADDR_B does not reach host B's daemon"
     log "host B is up: DOCKER_HOST=ssh://root@$ADDR_B (eval \"\$($0 env)\" for the ssh config)"

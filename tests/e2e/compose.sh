@@ -1,0 +1,286 @@
+#!/usr/bin/env bash
+# tests/e2e/compose.sh : task 2 end to end, on two hosts.
+#
+# Host A is this machine, where task 1 built the images. Host B is a separate Docker host made
+# by tests/e2e/hostb.sh (own namespace, daemon, sshd; none of A's images). The test ships the
+# task-1 images to B over ssh with deploy/compose/remote.sh, runs the compose project there, and
+# checks from A, over B's address: the original routes byte for byte, writes, the image IDs,
+# data across down/up, the loss of data on down -v, Redis down and back, PostgreSQL down and back
+# (the app recovering without a restart), and finally the offline bundle on B with no images.
+# Everything it made is removed on exit, also on failure, and that is verified.
+#
+# Needs: the task-1 images on this host (APP_IMAGE, default userstack:latest, and the images
+# named by deploy/images/standins.env), root, docker with the compose plugin, jq, curl, ssh,
+# sshd, iproute2. Exits non-zero if any check failed.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=../../deploy/lib/common.sh
+source "$root/deploy/lib/common.sh"
+
+export USERSTACK_SECTION="Task 2 — compose on a second host"
+HOST_A=$USERSTACK_HOST
+HOST_B=hostb
+HOSTB=$here/hostb.sh
+REMOTE=$root/deploy/compose/remote.sh
+COMPOSE_FILE=$root/deploy/compose/compose.yaml
+export COMPOSE_PROJECT_NAME=userstack
+CONTEXT=userstack-hostb-e2e
+T_START=$(date +%s%3N)
+
+secs() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", (b-a)/1000}'; }
+
+# --- prerequisites: a missing one is a failure that says what to install --------------------
+[[ $EUID -eq 0 ]] || die "run as root (hostb.sh makes a network namespace and a second dockerd)"
+for tool in docker jq curl ssh scp ssh-keygen ip nsenter awk; do
+    command -v "$tool" >/dev/null || die "$tool is not installed (see .ci/install.sh)"
+done
+[[ -x /usr/sbin/sshd ]] || die "sshd is not installed: apt-get install openssh-server"
+docker compose version >/dev/null 2>&1 || die "docker compose v2 is not installed (.ci/install.sh)"
+[[ -r $root/deploy/images/standins.env ]] ||
+    die "deploy/images/standins.env is missing (helper A's deploy/images/build-standins.sh)"
+# shellcheck source=/dev/null
+source "$root/deploy/images/standins.env"
+export APP_IMAGE=${APP_IMAGE:-userstack:latest} POSTGRES_IMAGE REDIS_IMAGE
+for img in "$APP_IMAGE" "$POSTGRES_IMAGE" "$REDIS_IMAGE"; do
+    docker image inspect "$img" >/dev/null 2>&1 ||
+        die "image $img is not on this host: build the task-1 images first (Dockerfile, deploy/images/build-standins.sh)"
+done
+
+work=$(mktemp -d)
+# The caller's password (POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE) or a generated one, as a
+# file: it reaches B only on stdin, never on a command line.
+if value=$(secret_value POSTGRES_PASSWORD); then
+    (umask 077 && printf '%s' "$value" >"$work/db_password")
+else
+    (umask 077 && head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$work/db_password")
+fi
+unset value POSTGRES_PASSWORD
+export POSTGRES_PASSWORD_FILE=$work/db_password
+
+cleanup() {
+    local rc=$?
+    trap - EXIT
+    set +e
+    USERSTACK_HOST=$HOST_A
+    step "Clean up: everything this test made"
+    docker context inspect "$CONTEXT" >/dev/null 2>&1 && run docker context rm -f "$CONTEXT"
+    "$HOSTB" stop || rc=1
+    rm -rf "$work"
+    check "nothing of host B is left (namespace, veth, dockerd, sshd, data root)" "$HOSTB" gone || rc=1
+    check "no docker context $CONTEXT is left" bash -c "! docker context inspect $CONTEXT >/dev/null 2>&1" || rc=1
+    check "the test's work directory is gone" test ! -e "$work" || rc=1
+    ((CHECKS_FAILED == 0)) || rc=1
+    log "compose e2e: $CHECKS_FAILED check(s) failed; total $(secs "$T_START" "$(date +%s%3N)") s"
+    exit "$rc"
+}
+trap cleanup EXIT
+
+# --- helpers ---------------------------------------------------------------------------------
+# get PATH [OUT] : GET from host B's published port; the body goes to OUT (default $work/body),
+# the status code is printed.
+get() { curl -sS --max-time 10 -o "${2:-$work/body}" -w '%{http_code}' "$URL$1"; }
+
+# body_is PATH WANT : 200 and exactly the bytes WANT (no newline added or removed).
+body_is() {
+    local status
+    status=$(get "$1" "$work/b.$$") || return 1
+    printf 'HTTP %s, body: %q\n' "$status" "$(cat "$work/b.$$")"
+    [[ $status == 200 ]] || return 1
+    cmp -s <(printf '%s' "$2") "$work/b.$$" || { printf 'expected: %q\n' "$2"; return 1; }
+}
+
+# users_json [JQ-FILTER] : GET /users is 200, a JSON array, and JQ-FILTER holds for it.
+users_json() {
+    local status
+    status=$(get /users "$work/u.$$") || return 1
+    printf 'HTTP %s: %s\n' "$status" "$(head -c 600 "$work/u.$$")"
+    [[ $status == 200 ]] && jq -e "type == \"array\" and (${1:-true})" "$work/u.$$" >/dev/null
+}
+
+has_ada='any(.[]; .email == "ada@example.com" and .name == "Ada Lovelace")'
+on_b() { docker -H "$HOSTB_SSH" "$@"; }
+no_images_on_b() { local n; n=$(on_b images -q | wc -l); echo "images on B: $n"; [[ $n == 0 ]]; }
+volume_on_b() { on_b volume inspect --format '{{.Name}} {{.CreatedAt}}' userstack_pgdata; }
+no_volume_on_b() { ! on_b volume inspect userstack_pgdata >/dev/null 2>&1; }
+no_project_containers() { local c; c=$(on_b ps -aq --filter label=com.docker.compose.project=userstack); [[ -z $c ]]; }
+nothing_on_b() { [[ -z $(on_b ps -aq) && -z $(on_b volume ls -q) ]]; }
+pg_unreachable() { ! timeout 3 bash -c "</dev/tcp/$HOSTB_ADDR/5432" 2>/dev/null; }
+backend_internal() { [[ $(on_b network inspect --format '{{.Internal}}' userstack_backend) == true ]]; }
+only_app_published() {
+    local out
+    out=$(on_b ps --filter label=com.docker.compose.project=userstack \
+        --format '{{.Label "com.docker.compose.service"}} {{.Ports}}')
+    echo "$out"
+    [[ $(grep -c -- '->' <<<"$out") == 1 ]] && grep -q "^app .*:${APP_PORT:-5000}->5000/tcp" <<<"$out"
+}
+app_hardened() {
+    local out
+    out=$(on_b inspect --format 'ro={{.HostConfig.ReadonlyRootfs}} capdrop={{.HostConfig.CapDrop}} secopt={{.HostConfig.SecurityOpt}} user={{.Config.User}} mem={{.HostConfig.Memory}} pids={{.HostConfig.PidsLimit}}' userstack-app-1)
+    echo "$out"
+    [[ $out =~ ^ro=true\ capdrop=\[ALL\]\ secopt=\[no-new-privileges:true\]\ user=[^\ ]+\ mem=[1-9][0-9]*\ pids=[1-9] ]] &&
+        [[ ! $out =~ user=(0|root)(:|\ ) ]]
+}
+secret_mounts_ok() {
+    local svc out bad=0
+    for svc in db app; do
+        out=$(on_b inspect --format '{{range .Mounts}}{{if eq .Destination "/run/secrets/db_password"}}{{.Type}} {{.Source}} rw={{.RW}}{{end}}{{end}}' "userstack-$svc-1")
+        echo "$svc: $out"
+        [[ $out == "bind $REMOTE_SECRETS_DIR/db_password rw=false" ]] || bad=1
+    done
+    return "$bad"
+}
+location_ok() { echo "Location: $1"; [[ $1 =~ ^/users/[0-9A-Za-z-]+$ ]]; }
+status_is() { local s; s=$(get "$1" /dev/null) || true; echo "GET $1: $s"; [[ $s == "$2" ]]; }
+cache_hits() { [[ $(get /cache "$work/c.$$") == 200 && $(cat "$work/c.$$") == "Cache Hit: Hello from Redis Cache!" ]]; }
+
+# The containers' image IDs on host B equal the local images' IDs.
+image_ids_match() {
+    local svc img want cid got bad=0
+    for svc in app db redis; do
+        case $svc in app) img=$APP_IMAGE ;; db) img=$POSTGRES_IMAGE ;; redis) img=$REDIS_IMAGE ;; esac
+        want=$(docker image inspect --format '{{.Id}}' "$img")
+        cid=$(docker -H "$HOSTB_SSH" ps -q --filter "label=com.docker.compose.project=userstack" \
+            --filter "label=com.docker.compose.service=$svc")
+        got=$(docker -H "$HOSTB_SSH" inspect --format '{{.Image}}' "$cid" 2>/dev/null || true)
+        printf '%-5s %s  A=%s  B=%s\n' "$svc" "$img" "${want:7:12}" "${got:7:12}"
+        [[ -n $got && $got == "$want" ]] || bad=1
+    done
+    return "$bad"
+}
+
+app_state() {
+    docker -H "$HOSTB_SSH" inspect --format '{{.State.StartedAt}} restarts={{.RestartCount}}' \
+        "$(docker -H "$HOSTB_SSH" ps -q --filter label=com.docker.compose.project=userstack \
+            --filter label=com.docker.compose.service=app)"
+}
+
+# --- 1. host B ----------------------------------------------------------------------------------
+t0=$(date +%s%3N)
+"$HOSTB" start
+T_HOSTB=$(secs "$t0" "$(date +%s%3N)")
+eval "$("$HOSTB" env)"
+URL=http://$HOSTB_ADDR:${APP_PORT:-5000}
+# `up` puts the password under host B's scratch directory, which `hostb.sh stop` removes.
+export REMOTE_SECRETS_DIR=$HOSTB_DIR/secrets
+# compose commands run directly by the test: the secret is the file `up` put on B.
+CB=(env "POSTGRES_PASSWORD_FILE_HOST=$REMOTE_SECRETS_DIR/db_password"
+    docker -H "$HOSTB_SSH" compose -f "$COMPOSE_FILE" -p userstack)
+
+step "Host B starts empty"
+run docker -H "$HOSTB_SSH" info --format 'root={{.DockerRootDir}} images={{.Images}} containers={{.Containers}}'
+check "host B has none of the images" no_images_on_b
+
+# --- 2. ship and up ------------------------------------------------------------------------------
+run "$REMOTE" images
+t0=$(date +%s%3N)
+"$REMOTE" ship "$HOSTB_SSH"
+T_SHIP=$(secs "$t0" "$(date +%s%3N)")
+t0=$(date +%s%3N)
+"$REMOTE" ship "$HOSTB_SSH"
+T_RESHIP=$(secs "$t0" "$(date +%s%3N)")
+t0=$(date +%s%3N)
+"$REMOTE" up "$HOSTB_SSH"
+T_UP=$(secs "$t0" "$(date +%s%3N)")
+
+step "The password is a file on host B only"
+# HOSTB_DIR is a tmpfs in host B's own mount namespace: if compose had read the secret on A,
+# or bind-mounted a path of A's, the stack could not have started.
+check "the password file exists on host B" on_host "$HOST_B" ssh "root@$HOSTB_ADDR" "ls -l $REMOTE_SECRETS_DIR/db_password"
+check "the same path does not exist on host A" test ! -e "$REMOTE_SECRETS_DIR/db_password"
+check "the db and app containers bind-mount it from host B's path" secret_mounts_ok
+
+step "The routes, from host A over host B's address"
+check "GET / is exactly 'Hello, Docker Multi-Container!'" body_is / 'Hello, Docker Multi-Container!'
+check "GET /cache first is exactly 'Cache Miss: Key Set'" body_is /cache 'Cache Miss: Key Set'
+check "GET /cache then is exactly 'Cache Hit: Hello from Redis Cache!'" body_is /cache 'Cache Hit: Hello from Redis Cache!'
+check "GET /users is a JSON array (empty on a new volume)" users_json 'length == 0'
+run curl -sS -i --max-time 10 -X POST -H 'Content-Type: application/json' \
+    --data '{"name":"Ada Lovelace","email":"ada@example.com"}' "$URL/users"
+post_status=$(printf '%s\n' "$RUN_OUTPUT" | head -1 | awk '{print $2}')
+location=$(printf '%s\n' "$RUN_OUTPUT" | tr -d '\r' | awk 'tolower($1) == "location:" {print $2}')
+check "POST /users answers 201" expect_eq 201 "$post_status"
+check "POST /users answers Location: /users/{id}" location_ok "$location"
+run curl -sS --max-time 10 "$URL$location"
+check "GET $location returns what was posted" jq -e '.name == "Ada Lovelace" and .email == "ada@example.com"' <<<"$RUN_OUTPUT"
+check "GET /users lists it" users_json "$has_ada"
+try curl -sS --max-time 10 -o /dev/null -w '%{http_code}\n' -X POST -H 'Content-Type: application/json' \
+    --data '{"name":"Ada again","email":"ADA@example.com"}' "$URL/users"
+check "a duplicate e-mail (other case) is 409" expect_eq 409 "$RUN_OUTPUT"
+run "$REMOTE" check "$URL"
+
+step "The images and the hardening on host B"
+check "the containers on B run the very images built on A (same IDs)" image_ids_match
+run "${CB[@]}" ps --format 'table {{.Service}}\t{{.Image}}\t{{.Status}}\t{{.Ports}}'
+check "only the app publishes a port" only_app_published
+check "PostgreSQL is not reachable from host A" pg_unreachable
+check "the backend network is internal" backend_internal
+check "the app runs read-only, without capabilities, no-new-privileges, non-root, limited" app_hardened
+
+# --- 3. Redis down and back ----------------------------------------------------------------------
+step "Redis stopped: the users still come from PostgreSQL"
+run "${CB[@]}" stop redis
+check "GET /users is 200 with Redis down" users_json "$has_ada"
+check "GET / is still exact with Redis down" body_is / 'Hello, Docker Multi-Container!'
+run "${CB[@]}" start redis
+run "${CB[@]}" up -d --wait --wait-timeout 120 redis
+wait_until 60 "cache hits come back after Redis restarted" cache_hits
+check "GET /cache is a hit again" body_is /cache 'Cache Hit: Hello from Redis Cache!'
+
+# --- 4. PostgreSQL down and back -----------------------------------------------------------------
+step "PostgreSQL stopped and started: the app recovers by itself"
+before=$(app_state)
+log "app container before: $before"
+run "${CB[@]}" stop db
+wait_until 30 "GET /readyz says 503 with PostgreSQL down" status_is /readyz 503
+check "GET /readyz is 503 while PostgreSQL is down" status_is /readyz 503
+check "GET / still answers while PostgreSQL is down" body_is / 'Hello, Docker Multi-Container!'
+run "${CB[@]}" start db
+wait_until 120 "GET /readyz is 200 again" status_is /readyz 200
+check "GET /users has the data after PostgreSQL came back" users_json "$has_ada"
+after=$(app_state)
+check "the app was not restarted (same start time and restart count)" expect_eq "$before" "$after"
+
+# --- 5. down/up keeps the data (through a docker context this time) -----------------------------
+step "down and up again (TARGET as a docker context): the data stays"
+run docker context create "$CONTEXT" --description "host B of tests/e2e/compose.sh" --docker "host=$HOSTB_SSH"
+run "$REMOTE" down "$CONTEXT"
+check "no userstack containers left on B after down" no_project_containers
+check "the volume survives down" volume_on_b
+"$REMOTE" up "$CONTEXT"
+check "GET /users still has the data after down and up" users_json "$has_ada"
+check "GET / is exact after down and up" body_is / 'Hello, Docker Multi-Container!'
+
+# --- 6. down -v removes the data -----------------------------------------------------------------
+step "down --volumes: the data goes"
+"$REMOTE" down "$HOSTB_SSH" --volumes
+check "the volume is gone after down --volumes" no_volume_on_b
+check "the password file remote.sh put on B is gone" on_host "$HOST_B" ssh "root@$HOSTB_ADDR" "test ! -e $REMOTE_SECRETS_DIR"
+
+# --- 7. the offline bundle, on a host B without the images ---------------------------------------
+step "Offline bundle: host B loses the images, gets an archive"
+run docker -H "$HOSTB_SSH" image rm "$APP_IMAGE" "$POSTGRES_IMAGE" "$REDIS_IMAGE"
+check "host B has none of the images again" no_images_on_b
+t0=$(date +%s%3N)
+"$REMOTE" bundle "$work/userstack-bundle.tar.gz"
+T_BUNDLE=$(secs "$t0" "$(date +%s%3N)")
+run scp -q "$work/userstack-bundle.tar.gz" "root@$HOSTB_ADDR:$HOSTB_DIR/"
+# The password travels on stdin to a file on B; the bundle's script reads it from there.
+run_sh "ssh root@$HOSTB_ADDR 'umask 077; cat > $HOSTB_DIR/db_password' < \"\$POSTGRES_PASSWORD_FILE\""
+t0=$(date +%s%3N)
+on_host "$HOST_B" run ssh "root@$HOSTB_ADDR" \
+    "cd $HOSTB_DIR && tar -xzf userstack-bundle.tar.gz && POSTGRES_PASSWORD_FILE=$HOSTB_DIR/db_password userstack-bundle/load-and-run.sh"
+T_OFFLINE=$(secs "$t0" "$(date +%s%3N)")
+check "after the bundle: the containers on B run the images built on A" image_ids_match
+check "after the bundle: GET / is exact" body_is / 'Hello, Docker Multi-Container!'
+check "after the bundle: GET /cache first is a miss" body_is /cache 'Cache Miss: Key Set'
+check "after the bundle: GET /cache then is a hit" body_is /cache 'Cache Hit: Hello from Redis Cache!'
+check "after the bundle: GET /users is empty (down -v removed the data)" users_json 'length == 0'
+try curl -sS --max-time 10 -o /dev/null -w '%{http_code}\n' -X POST -H 'Content-Type: application/json' \
+    --data '{"name":"Grace Hopper","email":"grace@example.com"}' "$URL/users"
+check "after the bundle: POST /users is 201" expect_eq 201 "$RUN_OUTPUT"
+on_host "$HOST_B" run ssh "root@$HOSTB_ADDR" "cd $HOSTB_DIR/userstack-bundle && ./load-and-run.sh down --volumes"
+check "the bundle's stack is gone from B (no containers, no volumes)" nothing_on_b
+
+log "timings: host B start ${T_HOSTB} s, ship ${T_SHIP} s (again, all skipped: ${T_RESHIP} s), up ${T_UP} s, bundle ${T_BUNDLE} s, offline load-and-run on B ${T_OFFLINE} s"
