@@ -37,10 +37,10 @@ impl std::fmt::Debug for RedisConnection {
 impl RedisConnection {
     pub(crate) async fn query<T: FromRedisValue>(&mut self, cmd: &Cmd) -> Result<T, RedisError> {
         let result = cmd.query_async(&mut self.conn).await;
-        if let Err(e) = &result {
-            if e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error() {
-                self.broken = true;
-            }
+        if let Err(e) = &result
+            && (e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error())
+        {
+            self.broken = true;
         }
         result
     }

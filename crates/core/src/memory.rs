@@ -100,10 +100,11 @@ impl UserRepository for InMemoryUserRepository {
 
     async fn update(&self, id: UserId, patch: &UserPatch) -> Result<Option<User>> {
         let mut state = self.state()?;
-        if let Some(email) = &patch.email {
-            if state.users.contains_key(&id) && state.email_taken(email.as_str(), Some(id)) {
-                return Err(Error::DuplicateEmail(email.as_str().to_owned()));
-            }
+        if let Some(email) = &patch.email
+            && state.users.contains_key(&id)
+            && state.email_taken(email.as_str(), Some(id))
+        {
+            return Err(Error::DuplicateEmail(email.as_str().to_owned()));
         }
         let Some(user) = state.users.get_mut(&id) else {
             return Ok(None);
@@ -127,10 +128,13 @@ impl UserRepository for InMemoryUserRepository {
     }
 }
 
+/// A value and when it expires (`None`: never).
+type Entries = HashMap<String, (Vec<u8>, Option<Instant>)>;
+
 /// A [`Cache`] in a `HashMap`, with expiry checked on read.
 #[derive(Debug, Default)]
 pub struct InMemoryCache {
-    entries: Mutex<HashMap<String, (Vec<u8>, Option<Instant>)>>,
+    entries: Mutex<Entries>,
     failing: AtomicBool,
     stalled: AtomicBool,
 }
@@ -156,7 +160,7 @@ impl InMemoryCache {
         lock(&self.entries).clear();
     }
 
-    async fn entries(&self) -> Result<MutexGuard<'_, HashMap<String, (Vec<u8>, Option<Instant>)>>> {
+    async fn entries(&self) -> Result<MutexGuard<'_, Entries>> {
         if self.stalled.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }

@@ -23,7 +23,8 @@ use crate::state::AppState;
 
 /// The whole application over `state`.
 pub fn app(state: AppState, http: &HttpConfig) -> Router {
-    with_layers(routes::router(state.clone()), state, http)
+    let layers_state = state.clone();
+    with_layers(routes::router(state), &layers_state, http)
 }
 
 /// Wraps `router` in the middleware stack. Public so tests can wrap routes of their own (a
@@ -33,7 +34,7 @@ pub fn app(state: AppState, http: &HttpConfig) -> Router {
 /// for bare errors, compression, body limit, metrics, timeout, panic catching. Metrics sit inside
 /// the problem layer but outside the timeout and the panic catcher, so timed-out and panicking
 /// requests are counted with the status the client got.
-pub fn with_layers(router: Router, state: AppState, http: &HttpConfig) -> Router {
+pub fn with_layers(router: Router, state: &AppState, http: &HttpConfig) -> Router {
     let outer = ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(

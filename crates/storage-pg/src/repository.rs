@@ -61,18 +61,26 @@ impl PgUserRepository {
     /// Builds the pool without connecting: connections are opened on demand, so this succeeds
     /// while the database is still starting (see [`PgUserRepository::migrate`] to wait for it).
     pub fn new(settings: PgSettings) -> Self {
-        let mut config = settings.config.clone();
-        config.connect_timeout(settings.connection_timeout);
+        let PgSettings {
+            mut config,
+            pool_size,
+            connection_timeout,
+        } = settings;
+        config.connect_timeout(connection_timeout);
         let pool = Pool::builder()
-            .max_size(settings.pool_size)
-            .min_idle(Some(settings.pool_size.min(4)))
-            .connection_timeout(settings.connection_timeout)
+            .max_size(pool_size)
+            .min_idle(Some(pool_size.min(4)))
+            .connection_timeout(connection_timeout)
             // Our is_valid is a local check, not a round trip; see Manager::is_valid.
             .test_on_check_out(true)
             .build_unchecked(Manager::new(config.clone()));
         Self {
             pool,
-            settings: PgSettings { config, ..settings },
+            settings: PgSettings {
+                config,
+                pool_size,
+                connection_timeout,
+            },
         }
     }
 
