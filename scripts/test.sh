@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Runs every test of the project, in stages, and prints one line per stage and a summary.
+#
+#   scripts/test.sh              all stages
+#   scripts/test.sh rust deploy  only those stages (rust | deploy | report | bench)
+#
+# Prerequisites come from `.ci/install.sh` (Debian bookworm, as root). The Rust tests start
+# their own PostgreSQL and Redis; the deploy stages use the local Docker engine and build the
+# stand-in images when no registry can be reached.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=deploy/lib/common.sh
+source deploy/lib/common.sh
+
+stages=("$@")
+((${#stages[@]})) || stages=(rust deploy report bench)
+passed=0 failed=0 summary=()
+
+stage() {
+    local name=$1; shift
+    local start=$SECONDS
+    log "stage $name: $*"
+    if "$@"; then
+        passed=$((passed + 1)); summary+=("ok    $name ($((SECONDS - start))s)")
+    else
+        failed=$((failed + 1)); summary+=("FAIL  $name ($((SECONDS - start))s)")
+    fi
+}
+
+shell_scripts() {
+    { git ls-files '*.sh'; echo .ci/run; } | sort -u
+}
+
+rust() {
+    stage fmt cargo fmt --all -- --check
+    stage clippy cargo clippy --workspace --all-targets --locked -- -D warnings
+    stage cargo-test cargo test --workspace --locked
+}
+
+deploy() {
+    # shellcheck disable=SC2046 # one word per path
+    stage shellcheck shellcheck -x $(shell_scripts)
+    stage compose-config docker compose -f deploy/compose/compose.yaml config --quiet
+    stage standins deploy/images/build-standins.sh
+    stage standins-contract tests/e2e/standins.sh
+}
+
+# The report runs task 1 and task 2 end to end (tests/e2e/manual.sh, tests/e2e/compose.sh) and
+# renders what they did; so those tests run here, once, not twice.
+report() {
+    stage task1-task2-report deploy/report/generate.sh --out out/report
+    stage report-contents tests/report/check.sh out/report
+    stage report-on-failure tests/report/failing.sh
+}
+
+bench() {
+    stage bench-quick bench/run.sh --quick
+}
+
+for s in "${stages[@]}"; do
+    case $s in
+        rust | deploy | report | bench) "$s" ;;
+        *) die "unknown stage '$s' (rust | deploy | report | bench)" ;;
+    esac
+done
+
+printf '\n'
+printf '  %s\n' "${summary[@]}"
+printf 'stages: %d passed, %d failed\n' "$passed" "$failed"
+((failed == 0))
