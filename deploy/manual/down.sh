@@ -34,7 +34,7 @@ done
 
 SECRETS_DIR=${SECRETS_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/userstack}
 
-step "Remove the containers (app first, so it never sees its database vanish)"
+step "Remove the containers"
 containers=()
 for name in userstack-app userstack-redis userstack-db; do
     docker container inspect "$name" >/dev/null 2>&1 && containers+=("$name")
