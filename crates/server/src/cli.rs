@@ -35,19 +35,32 @@ pub enum Command {
     Healthcheck,
 }
 
-/// Runs the command line; the process exit code.
-pub async fn run(cli: Cli) -> ExitCode {
+/// Runs the command line; the process exit code. The async runtime is started only for the
+/// commands that need one: `healthcheck` is a few blocking socket calls, done before any runtime
+/// exists.
+pub fn run(cli: Cli) -> ExitCode {
     let config = cli.config;
     let command = cli.command.unwrap_or(Command::Serve);
     if let Command::Healthcheck = command {
         return healthcheck(config.port);
     }
     init_tracing(config.log_format);
-    let result = match command {
-        Command::Serve => serve(&config).await,
-        Command::Migrate => migrate(&config).await,
-        Command::Healthcheck => unreachable!("handled above"),
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
     };
+    let result = runtime.block_on(async {
+        match command {
+            Command::Migrate => migrate(&config).await,
+            Command::Serve | Command::Healthcheck => serve(&config).await,
+        }
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    userstack_server::cli::run(userstack_server::cli::Cli::parse()).await
+fn main() -> ExitCode {
+    userstack_server::cli::run(userstack_server::cli::Cli::parse())
 }
