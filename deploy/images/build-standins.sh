@@ -46,6 +46,7 @@ BG_PIDS=()
 THROWAWAY_IMAGES=()
 cleanup() {
     local rc=$? pid dir mnt
+    set +e # clean up all of it, whatever fails
     for pid in "${BG_PIDS[@]}"; do
         kill -- "-$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
@@ -65,12 +66,13 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT # so cleanup sees a failure
+trap 'exit 143' TERM
 
+# new_tmpdir NAME : a directory removed on exit, in NEW_TMP (not via $(...): the list must be ours).
 new_tmpdir() {
-    local d
-    d=$(mktemp -d "${TMPDIR:-/tmp}/userstack-standin-$1.XXXXXX")
-    TMP_DIRS+=("$d")
-    printf '%s\n' "$d"
+    NEW_TMP=$(mktemp -d "${TMPDIR:-/tmp}/userstack-standin-$1.XXXXXX")
+    TMP_DIRS+=("$NEW_TMP")
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +243,8 @@ build_bases() {
     command -v debootstrap >/dev/null || die "debootstrap is missing: apt-get install debootstrap (see .ci/install.sh)"
     # The two downloads are network-bound and independent: run them side by side.
     for suite in "${todo[@]}"; do
-        dir=$(new_tmpdir "$suite")
+        new_tmpdir "$suite"
+        dir=$NEW_TMP
         BASE_DIR[$suite]=$dir
         log "debootstrap $suite in the background (log: $dir/debootstrap.log)"
         set -m # own process group, so cleanup can stop debootstrap and all its children
@@ -366,7 +369,8 @@ build_runtime() {
     fi
     hash=$(inputs_hash assemble_runtime "$uris" "$(declare -f verify_runtime build_runtime)")
     if up_to_date "$name" "$hash"; then ACTION=skipped; return 0; fi
-    work=$(new_tmpdir runtime)
+    new_tmpdir runtime
+    work=$NEW_TMP
     if ! (cd "$work" && try apt-get -q -o APT::Sandbox::User=root download "${RUNTIME_PACKAGES[@]}"); then
         run apt-get -qq update # a stale package list points at .debs the mirror no longer has
         (cd "$work" && run apt-get -q -o APT::Sandbox::User=root download "${RUNTIME_PACKAGES[@]}")
@@ -414,7 +418,8 @@ build_rust() {
     hash=$(inputs_hash stage_toolchain "$here/rust" "$(image_id "$REPO/debian:bookworm")" \
         "$(rustc -vV)" "$(cargo -vV)" "$(declare -f build_rust)")
     if up_to_date "$name" "$hash"; then ACTION=skipped; return 0; fi
-    ctx=$(new_tmpdir rust)
+    new_tmpdir rust
+    ctx=$NEW_TMP
     stage_toolchain "$ctx" "$sysroot" "$tc"
     run du -sh "$ctx/rootfs"
     set_labels "$name" "rust:1.95-slim-bookworm" \
