@@ -45,7 +45,7 @@ TMP_DIRS=()
 BG_PIDS=()
 THROWAWAY_IMAGES=()
 cleanup() {
-    local rc=$? pid dir mnt
+    local rc=$? pid dir mnt img
     set +e # clean up all of it, whatever fails
     for pid in "${BG_PIDS[@]}"; do
         kill -- "-$pid" 2>/dev/null || true
