@@ -48,6 +48,11 @@ for img in "$APP_IMAGE" "$POSTGRES_IMAGE" "$REDIS_IMAGE"; do
         die "image $img is not on this host: build the task-1 images first (Dockerfile, deploy/images/build-standins.sh)"
 done
 
+# Another build replacing a tag on A while this runs would make the ID checks fail; the last
+# check tells that apart from a shipping fault.
+local_ids() { docker image inspect --format '{{.Id}}' "$APP_IMAGE" "$POSTGRES_IMAGE" "$REDIS_IMAGE"; }
+IDS_AT_START=$(local_ids)
+
 work=$(mktemp -d)
 # The caller's password (POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE) or a generated one, as a
 # file: it reaches B only on stdin, never on a command line.
@@ -78,6 +83,21 @@ cleanup() {
 trap cleanup EXIT
 
 # --- helpers ---------------------------------------------------------------------------------
+# expect NAME CMD... : a check that does not stop the test; the exit status counts them all.
+expect() { check "$@" || true; }
+
+# poll SECONDS CMD... : CMD until it succeeds, once a second, at most SECONDS; says how long.
+poll() {
+    local limit=$1 waited=0 out
+    shift
+    until out=$("$@" 2>&1); do
+        ((waited >= limit)) && { printf '%s\nstill failing after %s s\n' "$out" "$limit"; return 1; }
+        sleep 1
+        waited=$((waited + 1))
+    done
+    printf '%s\nafter %s s\n' "$out" "$waited"
+}
+
 # get PATH [OUT] : GET from host B's published port; the body goes to OUT (default $work/body),
 # the status code is printed.
 get() { curl -sS --max-time 10 -o "${2:-$work/body}" -w '%{http_code}' "$URL$1"; }
@@ -133,7 +153,12 @@ secret_mounts_ok() {
 }
 location_ok() { echo "Location: $1"; [[ $1 =~ ^/users/[0-9A-Za-z-]+$ ]]; }
 status_is() { local s; s=$(get "$1" /dev/null) || true; echo "GET $1: $s"; [[ $s == "$2" ]]; }
-cache_hits() { [[ $(get /cache "$work/c.$$") == 200 && $(cat "$work/c.$$") == "Cache Hit: Hello from Redis Cache!" ]]; }
+cache_hits() {
+    local s
+    s=$(get /cache "$work/c.$$") || true
+    echo "GET /cache: $s $(cat "$work/c.$$" 2>/dev/null)"
+    [[ $s == 200 && $(cat "$work/c.$$") == "Cache Hit: Hello from Redis Cache!" ]]
+}
 
 # The containers' image IDs on host B equal the local images' IDs.
 image_ids_match() {
@@ -170,7 +195,7 @@ CB=(env "POSTGRES_PASSWORD_FILE_HOST=$REMOTE_SECRETS_DIR/db_password"
 
 step "Host B starts empty"
 run docker -H "$HOSTB_SSH" info --format 'root={{.DockerRootDir}} images={{.Images}} containers={{.Containers}}'
-check "host B has none of the images" no_images_on_b
+expect "host B has none of the images" no_images_on_b
 
 # --- 2. ship and up ------------------------------------------------------------------------------
 run "$REMOTE" images
@@ -187,81 +212,80 @@ T_UP=$(secs "$t0" "$(date +%s%3N)")
 step "The password is a file on host B only"
 # HOSTB_DIR is a tmpfs in host B's own mount namespace: if compose had read the secret on A,
 # or bind-mounted a path of A's, the stack could not have started.
-check "the password file exists on host B" on_host "$HOST_B" ssh "root@$HOSTB_ADDR" "ls -l $REMOTE_SECRETS_DIR/db_password"
-check "the same path does not exist on host A" test ! -e "$REMOTE_SECRETS_DIR/db_password"
-check "the db and app containers bind-mount it from host B's path" secret_mounts_ok
+on_host "$HOST_B" expect "the password file exists on host B" ssh "root@$HOSTB_ADDR" "ls -l $REMOTE_SECRETS_DIR/db_password"
+expect "the same path does not exist on host A" test ! -e "$REMOTE_SECRETS_DIR/db_password"
+expect "the db and app containers bind-mount it from host B's path" secret_mounts_ok
 
 step "The routes, from host A over host B's address"
-check "GET / is exactly 'Hello, Docker Multi-Container!'" body_is / 'Hello, Docker Multi-Container!'
-check "GET /cache first is exactly 'Cache Miss: Key Set'" body_is /cache 'Cache Miss: Key Set'
-check "GET /cache then is exactly 'Cache Hit: Hello from Redis Cache!'" body_is /cache 'Cache Hit: Hello from Redis Cache!'
-check "GET /users is a JSON array (empty on a new volume)" users_json 'length == 0'
+expect "GET / is exactly 'Hello, Docker Multi-Container!'" body_is / 'Hello, Docker Multi-Container!'
+expect "GET /cache first is exactly 'Cache Miss: Key Set'" body_is /cache 'Cache Miss: Key Set'
+expect "GET /cache then is exactly 'Cache Hit: Hello from Redis Cache!'" body_is /cache 'Cache Hit: Hello from Redis Cache!'
+expect "GET /users is a JSON array (empty on a new volume)" users_json 'length == 0'
 run curl -sS -i --max-time 10 -X POST -H 'Content-Type: application/json' \
     --data '{"name":"Ada Lovelace","email":"ada@example.com"}' "$URL/users"
 post_status=$(printf '%s\n' "$RUN_OUTPUT" | head -1 | awk '{print $2}')
 location=$(printf '%s\n' "$RUN_OUTPUT" | tr -d '\r' | awk 'tolower($1) == "location:" {print $2}')
-check "POST /users answers 201" expect_eq 201 "$post_status"
-check "POST /users answers Location: /users/{id}" location_ok "$location"
+expect "POST /users answers 201" expect_eq 201 "$post_status"
+expect "POST /users answers Location: /users/{id}" location_ok "$location"
 run curl -sS --max-time 10 "$URL$location"
-check "GET $location returns what was posted" jq -e '.name == "Ada Lovelace" and .email == "ada@example.com"' <<<"$RUN_OUTPUT"
-check "GET /users lists it" users_json "$has_ada"
+expect "GET $location returns what was posted" jq -e '.name == "Ada Lovelace" and .email == "ada@example.com"' <<<"$RUN_OUTPUT"
+expect "GET /users lists it" users_json "$has_ada"
 try curl -sS --max-time 10 -o /dev/null -w '%{http_code}\n' -X POST -H 'Content-Type: application/json' \
     --data '{"name":"Ada again","email":"ADA@example.com"}' "$URL/users"
-check "a duplicate e-mail (other case) is 409" expect_eq 409 "$RUN_OUTPUT"
+expect "a duplicate e-mail (other case) is 409" expect_eq 409 "$RUN_OUTPUT"
 run "$REMOTE" check "$URL"
 
 step "The images and the hardening on host B"
-check "the containers on B run the very images built on A (same IDs)" image_ids_match
+expect "the containers on B run the very images built on A (same IDs)" image_ids_match
 run "${CB[@]}" ps --format 'table {{.Service}}\t{{.Image}}\t{{.Status}}\t{{.Ports}}'
-check "only the app publishes a port" only_app_published
-check "PostgreSQL is not reachable from host A" pg_unreachable
-check "the backend network is internal" backend_internal
-check "the app runs read-only, without capabilities, no-new-privileges, non-root, limited" app_hardened
+expect "only the app publishes a port" only_app_published
+expect "PostgreSQL is not reachable from host A" pg_unreachable
+expect "the backend network is internal" backend_internal
+expect "the app runs read-only, without capabilities, no-new-privileges, non-root, limited" app_hardened
 
 # --- 3. Redis down and back ----------------------------------------------------------------------
 step "Redis stopped: the users still come from PostgreSQL"
 run "${CB[@]}" stop redis
-check "GET /users is 200 with Redis down" users_json "$has_ada"
-check "GET / is still exact with Redis down" body_is / 'Hello, Docker Multi-Container!'
+expect "GET /users is 200 with Redis down" users_json "$has_ada"
+expect "GET / is still exact with Redis down" body_is / 'Hello, Docker Multi-Container!'
 run "${CB[@]}" start redis
 run "${CB[@]}" up -d --wait --wait-timeout 120 redis
-wait_until 60 "cache hits come back after Redis restarted" cache_hits
-check "GET /cache is a hit again" body_is /cache 'Cache Hit: Hello from Redis Cache!'
+expect "cache hits come back after Redis restarted (within 60 s)" poll 60 cache_hits
+expect "GET /cache is exactly the hit text again" body_is /cache 'Cache Hit: Hello from Redis Cache!'
 
 # --- 4. PostgreSQL down and back -----------------------------------------------------------------
 step "PostgreSQL stopped and started: the app recovers by itself"
 before=$(app_state)
 log "app container before: $before"
 run "${CB[@]}" stop db
-wait_until 30 "GET /readyz says 503 with PostgreSQL down" status_is /readyz 503
-check "GET /readyz is 503 while PostgreSQL is down" status_is /readyz 503
-check "GET / still answers while PostgreSQL is down" body_is / 'Hello, Docker Multi-Container!'
+expect "GET /readyz turns 503 with PostgreSQL down (within 30 s)" poll 30 status_is /readyz 503
+expect "GET / still answers while PostgreSQL is down" body_is / 'Hello, Docker Multi-Container!'
 run "${CB[@]}" start db
-wait_until 120 "GET /readyz is 200 again" status_is /readyz 200
-check "GET /users has the data after PostgreSQL came back" users_json "$has_ada"
+expect "GET /readyz is 200 again after PostgreSQL started (within 120 s)" poll 120 status_is /readyz 200
+expect "GET /users has the data after PostgreSQL came back" users_json "$has_ada"
 after=$(app_state)
-check "the app was not restarted (same start time and restart count)" expect_eq "$before" "$after"
+expect "the app was not restarted (same start time and restart count)" expect_eq "$before" "$after"
 
 # --- 5. down/up keeps the data (through a docker context this time) -----------------------------
 step "down and up again (TARGET as a docker context): the data stays"
 run docker context create "$CONTEXT" --description "host B of tests/e2e/compose.sh" --docker "host=$HOSTB_SSH"
 run "$REMOTE" down "$CONTEXT"
-check "no userstack containers left on B after down" no_project_containers
-check "the volume survives down" volume_on_b
+expect "no userstack containers left on B after down" no_project_containers
+expect "the volume survives down" volume_on_b
 "$REMOTE" up "$CONTEXT"
-check "GET /users still has the data after down and up" users_json "$has_ada"
-check "GET / is exact after down and up" body_is / 'Hello, Docker Multi-Container!'
+expect "GET /users still has the data after down and up" users_json "$has_ada"
+expect "GET / is exact after down and up" body_is / 'Hello, Docker Multi-Container!'
 
 # --- 6. down -v removes the data -----------------------------------------------------------------
 step "down --volumes: the data goes"
 "$REMOTE" down "$HOSTB_SSH" --volumes
-check "the volume is gone after down --volumes" no_volume_on_b
-check "the password file remote.sh put on B is gone" on_host "$HOST_B" ssh "root@$HOSTB_ADDR" "test ! -e $REMOTE_SECRETS_DIR"
+expect "the volume is gone after down --volumes" no_volume_on_b
+on_host "$HOST_B" expect "the password file remote.sh put on B is gone" ssh "root@$HOSTB_ADDR" "test ! -e $REMOTE_SECRETS_DIR"
 
 # --- 7. the offline bundle, on a host B without the images ---------------------------------------
 step "Offline bundle: host B loses the images, gets an archive"
 run docker -H "$HOSTB_SSH" image rm "$APP_IMAGE" "$POSTGRES_IMAGE" "$REDIS_IMAGE"
-check "host B has none of the images again" no_images_on_b
+expect "host B has none of the images again" no_images_on_b
 t0=$(date +%s%3N)
 "$REMOTE" bundle "$work/userstack-bundle.tar.gz"
 T_BUNDLE=$(secs "$t0" "$(date +%s%3N)")
@@ -269,18 +293,19 @@ run scp -q "$work/userstack-bundle.tar.gz" "root@$HOSTB_ADDR:$HOSTB_DIR/"
 # The password travels on stdin to a file on B; the bundle's script reads it from there.
 run_sh "ssh root@$HOSTB_ADDR 'umask 077; cat > $HOSTB_DIR/db_password' < \"\$POSTGRES_PASSWORD_FILE\""
 t0=$(date +%s%3N)
-on_host "$HOST_B" run ssh "root@$HOSTB_ADDR" \
-    "cd $HOSTB_DIR && tar -xzf userstack-bundle.tar.gz && POSTGRES_PASSWORD_FILE=$HOSTB_DIR/db_password userstack-bundle/load-and-run.sh"
+on_host "$HOST_B" run_sh "ssh root@$HOSTB_ADDR 'cd $HOSTB_DIR && tar -xzf userstack-bundle.tar.gz && POSTGRES_PASSWORD_FILE=$HOSTB_DIR/db_password userstack-bundle/load-and-run.sh'"
 T_OFFLINE=$(secs "$t0" "$(date +%s%3N)")
-check "after the bundle: the containers on B run the images built on A" image_ids_match
-check "after the bundle: GET / is exact" body_is / 'Hello, Docker Multi-Container!'
-check "after the bundle: GET /cache first is a miss" body_is /cache 'Cache Miss: Key Set'
-check "after the bundle: GET /cache then is a hit" body_is /cache 'Cache Hit: Hello from Redis Cache!'
-check "after the bundle: GET /users is empty (down -v removed the data)" users_json 'length == 0'
+expect "after the bundle: the containers on B run the images built on A" image_ids_match
+expect "after the bundle: GET / is exact" body_is / 'Hello, Docker Multi-Container!'
+expect "after the bundle: GET /cache first is a miss" body_is /cache 'Cache Miss: Key Set'
+expect "after the bundle: GET /cache then is a hit" body_is /cache 'Cache Hit: Hello from Redis Cache!'
+expect "after the bundle: GET /users is empty (down -v removed the data)" users_json 'length == 0'
 try curl -sS --max-time 10 -o /dev/null -w '%{http_code}\n' -X POST -H 'Content-Type: application/json' \
     --data '{"name":"Grace Hopper","email":"grace@example.com"}' "$URL/users"
-check "after the bundle: POST /users is 201" expect_eq 201 "$RUN_OUTPUT"
-on_host "$HOST_B" run ssh "root@$HOSTB_ADDR" "cd $HOSTB_DIR/userstack-bundle && ./load-and-run.sh down --volumes"
-check "the bundle's stack is gone from B (no containers, no volumes)" nothing_on_b
+expect "after the bundle: POST /users is 201" expect_eq 201 "$RUN_OUTPUT"
+on_host "$HOST_B" run_sh "ssh root@$HOSTB_ADDR 'cd $HOSTB_DIR/userstack-bundle && ./load-and-run.sh down --volumes'"
+expect "the bundle's stack is gone from B (no containers, no volumes)" nothing_on_b
 
+expect "host A's images kept their IDs during the test (nothing rebuilt them meanwhile)" \
+    expect_eq "$IDS_AT_START" "$(local_ids)"
 log "timings: host B start ${T_HOSTB} s, ship ${T_SHIP} s (again, all skipped: ${T_RESHIP} s), up ${T_UP} s, bundle ${T_BUNDLE} s, offline load-and-run on B ${T_OFFLINE} s"
