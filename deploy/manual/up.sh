@@ -155,7 +155,8 @@ if exists network "$NETWORK"; then log "network $NETWORK exists: kept"
 else run docker network create "$NETWORK"; fi
 
 step "2. A named volume for the PostgreSQL data: it outlives the container"
-if exists volume "$VOLUME"; then log "volume $VOLUME exists: kept"
+volume_existed=0
+if exists volume "$VOLUME"; then log "volume $VOLUME exists: kept"; volume_existed=1
 else run docker volume create "$VOLUME"; fi
 
 step "3. The app image $APP_IMAGE"
@@ -200,6 +201,8 @@ else
     log "wrote the password to $secret_file"
     # A new file is a new inode: containers bound to the old one must be recreated.
     secret_changed=1
+    ((volume_existed)) && warn "PostgreSQL keeps the password it was first initialised with in" \
+        "$VOLUME; if this is a new password, change it in the database as well (README, 'Good to know')"
 fi
 if ((EUID == 0)); then
     run chown "$APP_UID:$APP_UID" "$secret_file"
