@@ -339,6 +339,33 @@ async fn migrate_subcommand_and_bad_configuration() {
     assert!(!unreachable.status.success());
     assert!(String::from_utf8_lossy(&unreachable.stderr).contains("did not become reachable"));
 
+    // The server refuses us (here: no such database): retrying cannot help, so no waiting out
+    // the start-up timeout, and the server's own reason in the message.
+    let mut config: tokio_postgres::Config = url.parse().unwrap();
+    config.dbname("no_such_database");
+    let started = Instant::now();
+    let refused = Command::new(BIN)
+        .args(["migrate"])
+        .env_clear()
+        .env(
+            "DATABASE_URL",
+            TestPostgres::url(&userstack_storage_pg::PgSettings { config, ..database }),
+        )
+        .env("DATABASE_STARTUP_TIMEOUT_SECS", "60")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("\"no_such_database\" does not exist"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "failed fast: {:?}",
+        started.elapsed()
+    );
+
     let bad_port = Command::new(BIN)
         .env_clear()
         .env("PORT", "eighty")

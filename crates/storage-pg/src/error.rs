@@ -6,7 +6,9 @@ use userstack_core::Error as CoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot connect to PostgreSQL: {0}")]
+    /// The driver's own message is terse ("db error"); the server's reason (e.g. "password
+    /// authentication failed for user …") is in the source chain, so it is spelled out here.
+    #[error("cannot connect to PostgreSQL: {}", describe(.0))]
     Connect(#[source] tokio_postgres::Error),
 
     #[error("migration {version} ({name}) failed: {source}")]
@@ -24,6 +26,29 @@ pub enum Error {
 
     #[error("PostgreSQL query failed: {0}")]
     Query(#[source] tokio_postgres::Error),
+}
+
+impl Error {
+    /// Whether retrying cannot help: the server answered and refused us (bad password, unknown
+    /// user or database). Start-up fails at once on these instead of waiting out its timeout.
+    pub fn is_permanent(&self) -> bool {
+        let code = match self {
+            Error::Connect(e) => e.code(),
+            _ => return true,
+        };
+        code.is_some_and(|c| {
+            c.code().starts_with("28") // invalid authorization / password
+                || *c == SqlState::INVALID_CATALOG_NAME // no such database
+        })
+    }
+}
+
+/// The driver error with the server's message, if the server sent one.
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => error.to_string(),
+    }
 }
 
 /// Maps a driver error to the core error the port promises: connection trouble and server
