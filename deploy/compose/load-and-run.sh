@@ -34,6 +34,28 @@ docker compose version >/dev/null 2>&1 || die "the docker compose v2 plugin is n
 compose_args=(-f compose.yaml -p "${COMPOSE_PROJECT_NAME:-userstack}" --env-file bundle.env)
 [[ -r .env ]] && compose_args+=(--env-file .env)
 
+# app_image : the app's image as compose will see it (the shell's APP_IMAGE, else .env's, else
+# bundle.env's: compose's own order of precedence).
+app_image() {
+    local img="" f v
+    for f in bundle.env .env; do
+        [[ -r $f ]] || continue
+        v=$(sed -n 's/^APP_IMAGE=//p' "$f" | tail -n 1)
+        v=${v#[\"\']}
+        v=${v%[\"\']}
+        [[ -n $v ]] && img=$v
+    done
+    printf '%s' "${APP_IMAGE:-${img:-userstack:latest}}"
+}
+
+# numeric_user IMAGE : the image's USER as uid:gid when it is numeric, else nothing.
+numeric_user() {
+    local user
+    user=$(docker image inspect --format '{{.Config.User}}' "$1" 2>/dev/null) || return 0
+    [[ $user =~ ^([0-9]+)(:([0-9]+))?$ ]] || return 0
+    printf '%s:%s' "${BASH_REMATCH[1]}" "${BASH_REMATCH[3]:-${BASH_REMATCH[1]}}"
+}
+
 ids_match() {
     local img id
     while read -r img id; do
@@ -59,11 +81,10 @@ up() {
     local value
     if value=$(secret_value POSTGRES_PASSWORD); then
         [[ -n $value ]] || die "the database password is empty"
-        # 0700 directory, 0444 file: root only on the host; readable inside the containers.
         (umask 077 && mkdir -p secrets)
+        # Rewritten only on change: a running container keeps the inode it bind-mounted.
         if ! printf '%s' "$value" | cmp -s - secrets/db_password; then
             (umask 077 && printf '%s' "$value" >secrets/db_password.new)
-            chmod 0444 secrets/db_password.new
             mv -f secrets/db_password.new secrets/db_password
         fi
         log "password written to $here/secrets/db_password"
@@ -72,6 +93,17 @@ up() {
     else
         die "no database password: set POSTGRES_PASSWORD, or POSTGRES_PASSWORD_FILE to a file on this host"
     fi
+    # The bind-mounted file keeps its owner and mode in the containers: the app image's (numeric)
+    # user may read it, PostgreSQL's entrypoint reads it as root, nobody else can (0700 directory).
+    local owner
+    owner=$(numeric_user "$(app_image)")
+    if [[ -n $owner ]]; then
+        run chown "$owner" secrets/db_password
+        run chmod 0400 secrets/db_password
+    else
+        run chmod 0444 secrets/db_password
+    fi
+    run ls -ln secrets/db_password
 
     step "docker compose up"
     run docker compose "${compose_args[@]}" up -d --wait --wait-timeout "${COMPOSE_WAIT_TIMEOUT:-300}"

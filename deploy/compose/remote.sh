@@ -148,12 +148,17 @@ push_secret() {
         die "no database password: set POSTGRES_PASSWORD, or POSTGRES_PASSWORD_FILE to a file on this host"
     [[ -n $value ]] || die "the database password is empty"
     target_shell_cmd
-    local dest=$REMOTE_SECRETS_DIR/db_password
-    # Rewrite only on change: a running container keeps the inode it bind-mounted. 0700
-    # directory, 0444 file: only root on the host can reach it, and inside the containers the
-    # app (a non-root user) and PostgreSQL's entrypoint can read it.
+    local dest=$REMOTE_SECRETS_DIR/db_password app_image owner mode
+    # A bind-mounted file keeps its owner and mode in the container (compose ignores uid/gid/mode
+    # outside swarm): owned by the app image's user with mode 0400 the app can read it,
+    # PostgreSQL's entrypoint reads it as root, and nobody else can. An image whose user is not
+    # numeric gets 0444; the 0700 directory still keeps other users of the host out.
+    app_image=$(service_images | awk '$1 == "app" {print $2}')
+    owner=$(numeric_user "$app_image")
+    if [[ -n $owner ]]; then mode=0400; else owner=0:0 mode=0444; fi
+    # Rewritten only on change: a running container keeps the inode it bind-mounted.
     local script
-    script="umask 077 && mkdir -p $(q "$REMOTE_SECRETS_DIR") && cat > $(q "$dest.new") && if cmp -s $(q "$dest.new") $(q "$dest"); then rm -f $(q "$dest.new"); else chmod 0444 $(q "$dest.new") && mv -f $(q "$dest.new") $(q "$dest"); fi"
+    script="umask 077 && mkdir -p $(q "$REMOTE_SECRETS_DIR") && cat > $(q "$dest.new") && if cmp -s $(q "$dest.new") $(q "$dest"); then rm -f $(q "$dest.new"); else mv -f $(q "$dest.new") $(q "$dest"); fi && chown $owner $(q "$dest") && chmod $mode $(q "$dest")"
     step "Put the database password on the target ($dest)"
     # The value travels on stdin and is named by a variable in the command line that is shown
     # and recorded, so it never appears in either.
@@ -161,7 +166,13 @@ push_secret() {
     export POSTGRES_PASSWORD_FILE_HOST=$dest
 }
 
-compose_target() { docker "${TARGET_ARGS[@]}" compose "${COMPOSE_ARGS[@]}" "$@"; }
+# numeric_user IMAGE : the image's USER as uid:gid when it is numeric, else nothing.
+numeric_user() {
+    local user
+    user=$(docker image inspect --format '{{.Config.User}}' "$1" 2>/dev/null) || return 0
+    [[ $user =~ ^([0-9]+)(:([0-9]+))?$ ]] || return 0
+    printf '%s:%s' "${BASH_REMATCH[1]}" "${BASH_REMATCH[3]:-${BASH_REMATCH[1]}}"
+}
 
 cmd_up() {
     (($# == 1)) || usage

@@ -142,6 +142,12 @@ app_hardened() {
     [[ $out =~ ^ro=true\ capdrop=\[ALL\]\ secopt=\[no-new-privileges:true\]\ user=[^\ ]+\ mem=[1-9][0-9]*\ pids=[1-9] ]] &&
         [[ ! $out =~ user=(0|root)(:|\ ) ]]
 }
+secret_file_ok() {
+    local want got
+    want="$(docker image inspect --format '{{.Config.User}}' "$APP_IMAGE") 400"
+    got=$(ssh "root@$HOSTB_ADDR" stat -c "'%u:%g %a'" "$REMOTE_SECRETS_DIR/db_password") || return 1
+    expect_eq "$want" "$got" && echo "$REMOTE_SECRETS_DIR/db_password on host B: $got"
+}
 secret_mounts_ok() {
     local svc out bad=0
     for svc in db app; do
@@ -212,7 +218,8 @@ T_UP=$(secs "$t0" "$(date +%s%3N)")
 step "The password is a file on host B only"
 # HOSTB_DIR is a tmpfs in host B's own mount namespace: if compose had read the secret on A,
 # or bind-mounted a path of A's, the stack could not have started.
-on_host "$HOST_B" expect "the password file exists on host B" ssh "root@$HOSTB_ADDR" "ls -l $REMOTE_SECRETS_DIR/db_password"
+on_host "$HOST_B" expect "the password file on host B belongs to the app image's user, mode 0400" \
+    secret_file_ok
 expect "the same path does not exist on host A" test ! -e "$REMOTE_SECRETS_DIR/db_password"
 expect "the db and app containers bind-mount it from host B's path" secret_mounts_ok
 
