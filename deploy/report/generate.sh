@@ -26,7 +26,7 @@ Exits non-zero, naming the failed step, if anything failed.
 
   --out DIR            where the files go [out/report]
   --sample-png DIR     also write DIR/report-sample.png (title page) and DIR/report-sample-2.png
-                       (first page of task 1), rendered from this run's PDF
+                       (first page of task 2), rendered from this run's PDF
   --render TRANSCRIPT  do not run the tests: render again the transcript of an earlier run of
                        this script (refused unless it records both tests passing)
 EOF
@@ -140,7 +140,7 @@ else
     run_sh 'grep PRETTY_NAME /etc/os-release'
     # From the repository root, so the recorded commands read the same on every machine.
     (cd "$root" && run git describe --always --dirty --abbrev=12)
-    (cd "$root" && run git log -1 '--format=%H — %s (%cI)')
+    (cd "$root" && run_sh "git log -1 --format='%H — %s (%cI)'")
     step "Images present before the run"
     run docker image ls
 
@@ -191,14 +191,18 @@ if [[ -n "$render_only" && "$render_only" != "$out/transcript.jsonl" ]]; then
 fi
 
 if [[ -n "$sample_dir" ]]; then
-    task1_page=""
+    # The title page, and the first page of task 2 (terminal snapshots from both hosts).
+    task2_page=""
     for ((p = 1; p <= pages; p++)); do
-        if pdftotext -f "$p" -l "$p" "$out/report.pdf" - | grep -E '^[0-9]+ Task 1' | grep -qv '[.][.]'; then task1_page=$p; break; fi
+        if pdftotext -f "$p" -l "$p" "$out/report.pdf" - | grep -E '^[0-9]+ Task 2' | grep -qv '[.][.]'; then
+            task2_page=$p
+            break
+        fi
     done
-    [[ -n "$task1_page" ]] || die "no page with the Task 1 chapter in $out/report.pdf"
+    [[ -n "$task2_page" ]] || die "no page with the Task 2 chapter in $out/report.pdf"
     pdftoppm -r 60 -f 1 -l 1 -png -singlefile "$out/report.pdf" "$sample_dir/report-sample"
-    pdftoppm -r 60 -f "$task1_page" -l "$task1_page" -png -singlefile "$out/report.pdf" "$sample_dir/report-sample-2"
-    log "wrote $sample_dir/report-sample.png (page 1) and report-sample-2.png (page $task1_page)"
+    pdftoppm -r 60 -f "$task2_page" -l "$task2_page" -png -singlefile "$out/report.pdf" "$sample_dir/report-sample-2"
+    log "wrote $sample_dir/report-sample.png (page 1) and report-sample-2.png (page $task2_page)"
 fi
 
 log "report: $out/report.pdf ($pages pages, $(stat -c %s "$out/report.pdf") bytes), $out/report.docx ($(stat -c %s "$out/report.docx") bytes)"

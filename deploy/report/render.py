@@ -73,23 +73,29 @@ def load_transcript(path):
 def build_sections(records):
     """Sections in order of first appearance, each a list of numbered steps.
 
-    Records are in the order they happened; a "step" record opens a new step in its section,
-    commands and checks belong to the step last opened in their section.
+    Records are in the order they happened; a "step" record opens a new step in its section.
+    A command or check belongs to the step it names, the latest one of that title: a test that
+    calls a deploy script records the script's steps in between, and its own check after them
+    belongs to its own step, not to the script's last one.
     """
-    sections = {}
+    sections, latest = {}, {}
     for rec in records:
         kind = rec.get("type")
         if kind not in ("step", "command", "check"):
             continue
         name = rec.get("section") or "Run"
         steps = sections.setdefault(name, [])
+        by_title = latest.setdefault(name, {})
         if kind == "step" or not steps:
-            steps.append({"title": rec.get("step") or "(before the first step)",
+            title = rec.get("step") or ""
+            steps.append({"title": title or "(before the first step)",
                           "host": rec.get("host", ""), "time": rec.get("time", ""), "items": []})
+            by_title[title] = len(steps)
             if kind == "step":
                 continue
-        rec["_step_number"] = len(steps)
-        steps[-1]["items"].append(rec)
+        number = by_title.get(rec.get("step") or "", len(steps))
+        rec["_step_number"] = number
+        steps[number - 1]["items"].append(rec)
     return sections
 
 
@@ -181,7 +187,8 @@ def environment_facts(sections):
                     if len(parts) == 3 and parts[2].isdigit():
                         images.append((", ".join(parts[0].split()), parts[1], int(parts[2])))
                 if images:
-                    facts["images"] = images
+                    # The app image first, then the stand-ins.
+                    facts["images"] = sorted(images, key=lambda im: (not im[0].startswith("userstack:"), im[0]))
     return facts
 
 
@@ -230,9 +237,12 @@ def steps_html(doc, steps, number, user, anchor, level=3):
     for i, step in steps:
         title = plain_title(step["title"])
         prefix = f"{number}.{i} " if number else ""
-        doc.add(f'<h{level} id="{anchor}-{i}">{prefix}Step {i}: {esc(title)}</h{level}>\n')
         if not step["items"]:
-            doc.add('<p class="note">(no command ran in this step)</p>\n')
+            # A step with nothing to do (e.g. an image already built): one line, not a heading.
+            doc.add(f'<p class="emptystep" id="{anchor}-{i}">{prefix}Step {i}: {esc(title)} '
+                    '<span class="note">— no command ran (nothing to do)</span></p>\n')
+            continue
+        doc.add(f'<h{level} id="{anchor}-{i}">{prefix}Step {i}: {esc(title)}</h{level}>\n')
         for rec in step["items"]:
             if rec["type"] == "command":
                 terminal(doc, rec, user)
@@ -370,11 +380,15 @@ def render(args):
     passed = sum(1 for r in all_checks if r.get("ok") is True)
     doc.add(f'<section class="chapter"><h2 id="checks">{n} Verification results</h2>\n',
             f'<p class="summary">{passed} of {len(all_checks)} checks passed.</p>\n',
-            '<table class="checks"><thead><tr><th>#</th><th>Part</th><th>Step</th><th>Check</th>'
+            '<table class="checks"><thead><tr><th>#</th><th>Step</th><th>Check</th>'
             "<th>Result</th></tr></thead><tbody>\n")
+    part = None
     for i, rec in enumerate(all_checks, 1):
         ok = rec.get("ok") is True
-        doc.add(f'<tr><td class="num">{i}</td><td>{esc(rec.get("section", ""))}</td>'
+        if rec.get("section") != part:
+            part = rec.get("section")
+            doc.add(f'<tr class="part"><th colspan="4">{esc(part or "Run")}</th></tr>\n')
+        doc.add(f'<tr><td class="num">{i}</td>'
                 f'<td>{rec.get("_step_number", "")}. {esc(plain_title(rec.get("step", "")))}</td>'
                 f'<td>{esc(rec.get("name", ""))}</td>'
                 f'<td class="{"pass" if ok else "fail"}">{"PASS" if ok else "FAIL"}</td></tr>\n')

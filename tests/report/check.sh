@@ -38,8 +38,10 @@ trap 'rm -rf "$tmp"' EXIT
 
 # The body text of the PDF, without the running header and footer (they would land in the middle
 # of a line that wraps across a page break). A4 is 595 x 842 pt; the margins are 18 mm (51 pt).
-# Form feeds (page breaks) go: a heading at the top of a page must still start its line.
-pdftotext -x 0 -y 48 -W 595 -H 746 "$pdf" - | tr -d '\f' >"$tmp/pdf.txt"
+# -raw: the default mode joins a line that ends in "-" to the next and drops the "-" (taking it
+# for a hyphenated word), which breaks "--option" wrapped after its dashes. Form feeds (page
+# breaks) go: a heading at the top of a page must still start its line.
+pdftotext -raw -x 0 -y 48 -W 595 -H 746 "$pdf" - | tr -d '\f' >"$tmp/pdf.txt"
 pdftotext "$pdf" "$tmp/pdf-full.txt"
 pandoc "$docx" -t plain --wrap=none -o "$tmp/docx.txt"
 
