@@ -39,7 +39,8 @@ containers=()
 for name in userstack-app userstack-redis userstack-db; do
     docker container inspect "$name" >/dev/null 2>&1 && containers+=("$name")
 done
-if ((${#containers[@]})); then run docker rm -f "${containers[@]}"
+# -v: also the containers' anonymous volumes (the redis image declares /data); never a named one.
+if ((${#containers[@]})); then run docker rm -f -v "${containers[@]}"
 else log "no userstack containers"; fi
 
 step "Remove the network"

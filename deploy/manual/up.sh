@@ -128,7 +128,7 @@ ensure_container() {
             return 0
         fi
         log "$name exists with another image or configuration: replacing it"
-        run docker rm -f "$name"
+        run docker rm -f -v "$name"
     fi
     run docker run -d --name "$name" --label "userstack.config=$fingerprint" "$@"
 }

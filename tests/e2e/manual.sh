@@ -36,6 +36,9 @@ for thing in container:userstack-app container:userstack-redis container:usersta
     fi
 done
 
+# Anonymous volumes (e.g. redis's /data) must go with their containers; count them to show it.
+dangling_before=$(docker volume ls -q --filter dangling=true | wc -l)
+
 tmp=$(mktemp -d)
 cleanup() {
     local rc=$?
@@ -192,6 +195,8 @@ step "deploy/manual/down.sh --purge: the volume goes too"
 run "$down" --purge
 run docker volume ls --filter 'name=^userstack-pgdata$'
 check "no volume userstack-pgdata" expect_eq 1 "$(wc -l <<<"$RUN_OUTPUT")"
+check "no anonymous volume left behind" \
+    expect_eq "$dangling_before" "$(docker volume ls -q --filter dangling=true | wc -l)"
 
 step "Summary"
 log "app image userstack:latest: $image_size bytes; test took $((SECONDS - started))s"
