@@ -34,7 +34,7 @@ cleanup() {
     set +e
     log "cleanup: containers, network and volume named ${p}*"
     mapfile -t ids < <(docker ps -aq --filter "name=^${p}")
-    ((${#ids[@]} == 0)) || docker rm -f "${ids[@]}" >/dev/null
+    ((${#ids[@]} == 0)) || docker rm -f -v "${ids[@]}" >/dev/null
     docker network rm "$net" >/dev/null 2>&1
     docker volume rm "$vol" >/dev/null 2>&1
     rm -rf "$tmp"
