@@ -70,13 +70,14 @@ impl RedisCache {
     }
 
     async fn run<T: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T> {
-        let mut conn: PooledConnection<'_, Manager> =
-            self.pool.get().await.map_err(|e| match e {
-                RunError::User(e) => unavailable(e),
-                RunError::TimedOut => {
-                    CoreError::cache_unavailable("timed out waiting for a Redis connection")
-                }
-            })?;
+        let pooled: PooledConnection<'_, Manager> = self.pool.get().await.map_err(|e| match e {
+            RunError::User(e) => unavailable(e),
+            RunError::TimedOut => {
+                CoreError::cache_unavailable("timed out waiting for a Redis connection")
+            }
+        })?;
+        let mut conn = pooled.share();
+        drop(pooled);
         conn.query(&cmd).await.map_err(unavailable)
     }
 }
