@@ -43,7 +43,7 @@ pub mod user;
 
 pub use cache::Cache;
 pub use error::{BoxError, Error, FieldError, Result};
-pub use page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest};
+pub use page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageJson, PageRequest};
 pub use repository::UserRepository;
 pub use service::{CacheDemo, CacheStatsSnapshot, Readiness, ServiceConfig, UserService};
 pub use user::{Email, NewUser, User, UserId, UserName, UserPatch};

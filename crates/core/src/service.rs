@@ -11,27 +11,33 @@
 //! page a write may have changed. Writes are rare next to reads in a user directory, so dropping
 //! everything on every write costs little.
 //!
+//! ## Bytes, not values
+//! The cache holds the JSON the API sends. A hit is answered with those bytes as they are, with
+//! no parsing and no serialising again ([`UserService::list_users_json`],
+//! [`UserService::get_user_json`]); the typed methods decode them for programs that embed the
+//! core.
+//!
 //! ## When the cache fails
 //! A cache error or timeout never fails a user request: the service logs it, counts it, serves
-//! from the repository and bypasses the cache for `cache_backoff`. Writes made meanwhile could
-//! not invalidate anything, so before the cache is trusted again the service increments the
-//! generation; only if that succeeds is the cache back in use.
+//! from the repository and bypasses the cache for `cache_backoff`. A write that could not
+//! invalidate (the cache was failing or bypassed) leaves a mark, and before the cache is used
+//! again the generation is incremented; a mere read failure leaves the cache's contents valid.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
 use crate::cache::Cache;
 use crate::error::{Error, Result};
-use crate::page::{Page, PageRequest};
+use crate::page::{Page, PageJson, PageRequest};
 use crate::repository::UserRepository;
 use crate::user::{NewUser, User, UserId, UserPatch};
 
 const GENERATION_KEY: &str = "users:generation";
+/// Part of every cached key: bump it when the cached format changes, so that a new version never
+/// reads what an old one wrote.
+const FORMAT: &str = "v1";
 /// The key and value of the `/cache` demo, as the original application had them.
 pub const DEMO_KEY: &str = "demo:my_key";
 pub const DEMO_VALUE: &str = "Hello from Redis Cache!";
@@ -121,9 +127,12 @@ struct Inner {
     cache: Arc<dyn Cache>,
     config: ServiceConfig,
     stats: CacheStats,
-    /// Set when the cache failed: it is bypassed until `retry_at` and re-synchronised first.
+    /// Set when a cache call failed: the cache is bypassed until `retry_at_ms`.
     cache_broken: AtomicBool,
     retry_at_ms: AtomicU64,
+    /// Set when a write could not invalidate: the generation must be bumped before the cache is
+    /// used again.
+    needs_resync: AtomicBool,
     epoch: Instant,
 }
 
@@ -153,6 +162,7 @@ impl UserService {
                 stats: CacheStats::default(),
                 cache_broken: AtomicBool::new(false),
                 retry_at_ms: AtomicU64::new(0),
+                needs_resync: AtomicBool::new(false),
                 epoch: Instant::now(),
             }),
         }
@@ -169,24 +179,59 @@ impl UserService {
     }
 
     pub async fn get_user(&self, id: UserId) -> Result<User> {
+        serde_json::from_slice(&self.get_user_json(id).await?).map_err(Error::internal)
+    }
+
+    /// The user as the JSON object the API sends; a cache hit is returned as stored.
+    pub async fn get_user_json(&self, id: UserId) -> Result<Vec<u8>> {
         let repo = &self.inner.repo;
-        self.read_through(&format!("users:id:{id}"), || repo.get(id))
-            .await?
-            .ok_or(Error::NotFound(id))
+        let key = format!("users:{FORMAT}:id:{id}");
+        // Absence is cached too (as an empty value): ids that do not exist are asked for again.
+        let raw = self
+            .read_through(&key, || async {
+                match repo.get(id).await? {
+                    Some(user) => serde_json::to_vec(&user).map_err(Error::internal),
+                    None => Ok(Vec::new()),
+                }
+            })
+            .await?;
+        if raw.is_empty() {
+            return Err(Error::NotFound(id));
+        }
+        Ok(raw)
     }
 
     pub async fn list_users(&self, page: PageRequest) -> Result<Page> {
+        let json = self.list_users_json(page).await?;
+        Ok(Page {
+            users: serde_json::from_slice(&json.body).map_err(Error::internal)?,
+            next_after: json.next_after,
+        })
+    }
+
+    /// The page as the JSON array the API sends, and the next page's cursor; a cache hit is
+    /// returned as stored.
+    pub async fn list_users_json(&self, page: PageRequest) -> Result<PageJson> {
         let key = format!(
-            "users:page:{}:{}",
+            "users:{FORMAT}:page:{}:{}",
             page.limit(),
             page.after().map_or(-1, |a| a.0)
         );
         let repo = &self.inner.repo;
-        self.read_through(&key, || async {
-            let rows = repo.list(page.probe()).await?;
-            Ok(Page::from_probe(rows, page))
-        })
-        .await
+        // Stored as `<next cursor, or nothing>\n<JSON array>`.
+        let raw = self
+            .read_through(&key, || async {
+                let page = Page::from_probe(repo.list(page.probe()).await?, page);
+                let mut out = page
+                    .next_after
+                    .map_or_else(String::new, |next| next.to_string())
+                    .into_bytes();
+                out.push(b'\n');
+                serde_json::to_writer(&mut out, &page.users).map_err(Error::internal)?;
+                Ok(out)
+            })
+            .await?;
+        PageJson::parse(raw)
     }
 
     /// Applies a partial update.
@@ -265,48 +310,51 @@ impl UserService {
         }
     }
 
-    /// Whether the cache may be used now. After a failure it is re-synchronised first: writes made
-    /// while it was unreachable could not invalidate, so the generation is bumped before trusting
-    /// anything in it again.
+    /// Whether the cache may be used now: not within the backoff after a failure, and only after
+    /// the generation was bumped if a write could not invalidate.
     async fn cache_usable(&self) -> bool {
         let inner = &self.inner;
-        if !inner.cache_broken.load(Ordering::Acquire) {
-            return true;
-        }
-        if self.now_ms() < inner.retry_at_ms.load(Ordering::Acquire) {
-            return false;
-        }
-        match self.bounded(inner.cache.incr(GENERATION_KEY)).await {
-            Ok(_) => {
-                if inner.cache_broken.swap(false, Ordering::AcqRel) {
-                    tracing::info!("cache is back; generation bumped, using it again");
-                }
-                true
+        if inner.cache_broken.load(Ordering::Acquire) {
+            if self.now_ms() < inner.retry_at_ms.load(Ordering::Acquire) {
+                return false;
             }
-            Err(e) => {
+            if inner.cache_broken.swap(false, Ordering::AcqRel) {
+                tracing::info!("trying the cache again");
+            }
+        }
+        // Cleared before the bump, not after: a write that misses its invalidation while the bump
+        // is in flight sets the mark again, and the next caller bumps once more.
+        if inner.needs_resync.swap(false, Ordering::AcqRel) {
+            if let Err(e) = self.bounded(inner.cache.incr(GENERATION_KEY)).await {
+                inner.needs_resync.store(true, Ordering::Release);
                 self.cache_failed(&e);
-                false
+                return false;
             }
+            tracing::info!("cache re-synchronised: writes made while it was unusable are visible");
         }
+        true
     }
 
     /// Makes every cached user and page stale. Called after each successful write, before its
-    /// result is returned.
+    /// result is returned; if the cache cannot be told now, it is re-synchronised before use.
     async fn invalidate(&self) {
+        let inner = &self.inner;
         if !self.cache_usable().await {
-            // The cache is unreachable: the re-synchronisation on its return does this job.
+            inner.needs_resync.store(true, Ordering::Release);
             return;
         }
-        if let Err(e) = self.bounded(self.inner.cache.incr(GENERATION_KEY)).await {
+        if let Err(e) = self.bounded(inner.cache.incr(GENERATION_KEY)).await {
+            inner.needs_resync.store(true, Ordering::Release);
             self.cache_failed(&e);
         }
     }
 
-    async fn read_through<T, F, Fut>(&self, key: &str, load: F) -> Result<T>
+    /// Cache-aside for bytes: the cached value under `key` if it was stored under the current
+    /// generation, else `load()`'s, which is then stored tagged with that generation.
+    async fn read_through<F, Fut>(&self, key: &str, load: F) -> Result<Vec<u8>>
     where
-        T: Serialize + DeserializeOwned,
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T>>,
+        Fut: Future<Output = Result<Vec<u8>>>,
     {
         let inner = &self.inner;
         let mut generation = None;
@@ -315,10 +363,10 @@ impl UserService {
                 .bounded(inner.cache.get_many(&[GENERATION_KEY, key]))
                 .await
             {
-                Ok(values) => {
+                Ok(mut values) => {
                     let current = parse_generation(values.first().and_then(Option::as_deref));
-                    if let Some(value) = values.get(1).and_then(|v| decode(v.as_deref()?, current))
-                    {
+                    let cached = values.get_mut(1).and_then(Option::take);
+                    if let Some(value) = cached.and_then(|raw| untag(raw, current)) {
                         inner.stats.hits.fetch_add(1, Ordering::Relaxed);
                         return Ok(value);
                     }
@@ -333,9 +381,10 @@ impl UserService {
 
         let value = load().await?;
         if let Some(generation) = generation {
-            let encoded = encode(generation, &value)?;
+            let mut tagged = format!("{generation}\n").into_bytes();
+            tagged.extend_from_slice(&value);
             if let Err(e) = self
-                .bounded(inner.cache.set(key, &encoded, inner.config.cache_ttl))
+                .bounded(inner.cache.set(key, &tagged, inner.config.cache_ttl))
                 .await
             {
                 self.cache_failed(&e);
@@ -350,22 +399,13 @@ fn parse_generation(raw: Option<&[u8]>) -> i64 {
         .unwrap_or(0)
 }
 
-/// `<generation>\n<json>`: the tag first, so a stale value is rejected without parsing its JSON.
-fn encode<T: Serialize>(generation: i64, value: &T) -> Result<Vec<u8>> {
-    let mut out = format!("{generation}\n").into_bytes();
-    serde_json::to_writer(&mut out, value).map_err(Error::internal)?;
-    Ok(out)
-}
-
-fn decode<T: DeserializeOwned>(raw: &[u8], current: i64) -> Option<T> {
+/// The value of a `<generation>\n<value>` entry if its generation is `current`, else `None`.
+fn untag(mut raw: Vec<u8>, current: i64) -> Option<Vec<u8>> {
     let newline = raw.iter().position(|&b| b == b'\n')?;
-    let tag = std::str::from_utf8(&raw[..newline])
-        .ok()?
-        .parse::<i64>()
-        .ok()?;
+    let tag: i64 = std::str::from_utf8(&raw[..newline]).ok()?.parse().ok()?;
     if tag != current {
         return None;
     }
-    // A value that does not parse (e.g. written by another version) is a miss, not an error.
-    serde_json::from_slice(&raw[newline + 1..]).ok()
+    raw.drain(..=newline);
+    Some(raw)
 }

@@ -366,3 +366,69 @@ async fn the_repository_can_be_used_directly() {
         .unwrap();
     assert_eq!(repo.get(ada.id).await.unwrap(), Some(ada));
 }
+
+#[tokio::test]
+async fn json_reads_are_the_typed_reads_serialised_and_hits_are_the_stored_bytes() {
+    let f = fixture();
+    let ada = f
+        .service
+        .create_user(new_user("Ada", "ada@example.com"))
+        .await
+        .unwrap();
+    f.service
+        .create_user(new_user("Bob", "bob@example.com"))
+        .await
+        .unwrap();
+    let request = PageRequest::new(Some(1), None).unwrap();
+
+    let cold = f.service.list_users_json(request).await.unwrap();
+    let typed = f.service.list_users(request).await.unwrap();
+    assert_eq!(cold.body, serde_json::to_vec(&typed.users).unwrap());
+    assert_eq!(cold.next_after, typed.next_after);
+    assert_eq!(cold.next_after, Some(ada.id));
+
+    let hits = f.service.cache_stats().hits;
+    let warm = f.service.list_users_json(request).await.unwrap();
+    assert_eq!(f.service.cache_stats().hits, hits + 1);
+    assert_eq!(warm, cold, "a hit returns exactly what was stored");
+
+    let one = f.service.get_user_json(ada.id).await.unwrap();
+    assert_eq!(
+        serde_json::from_slice::<userstack_core::User>(&one).unwrap(),
+        ada
+    );
+    let missing = userstack_core::UserId(ada.id.0 + 100);
+    assert!(matches!(
+        f.service.get_user_json(missing).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(
+        matches!(
+            f.service.get_user_json(missing).await,
+            Err(Error::NotFound(_))
+        ),
+        "cached absence"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_read_alone_does_not_throw_the_cache_away() {
+    let f = fixture();
+    let ada = f
+        .service
+        .create_user(new_user("Ada", "ada@example.com"))
+        .await
+        .unwrap();
+    f.service.get_user(ada.id).await.unwrap(); // cached
+
+    f.cache.set_failing(true);
+    f.service.get_user(ada.id).await.unwrap(); // fails over to the store
+    f.cache.set_failing(false);
+    tokio::time::sleep(Duration::from_millis(250)).await; // past the backoff
+
+    // No write was missed, so what the cache holds is still valid: a hit, not a miss.
+    let before = f.service.cache_stats();
+    f.service.get_user(ada.id).await.unwrap();
+    let after = f.service.cache_stats();
+    assert_eq!(after.hits, before.hits + 1, "{before:?} -> {after:?}");
+}
