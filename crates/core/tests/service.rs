@@ -32,6 +32,15 @@ fn fixture() -> Fixture {
     }
 }
 
+impl Fixture {
+    async fn create(&self, name: &str, email: &str) -> userstack_core::User {
+        self.service
+            .create_user(new_user(name, email))
+            .await
+            .unwrap()
+    }
+}
+
 fn new_user(name: &str, email: &str) -> NewUser {
     NewUser::parse(name, email).unwrap()
 }
@@ -39,11 +48,7 @@ fn new_user(name: &str, email: &str) -> NewUser {
 #[tokio::test]
 async fn reads_are_served_from_the_cache_once_warm() {
     let f = fixture();
-    let ada = f
-        .service
-        .create_user(new_user("Ada", "ada@example.com"))
-        .await
-        .unwrap();
+    let ada = f.create("Ada", "ada@example.com").await;
 
     assert_eq!(f.service.get_user(ada.id).await.unwrap(), ada);
     let stats = f.service.cache_stats();
@@ -90,21 +95,13 @@ async fn list_pages_are_cached_and_carry_the_next_cursor() {
 #[tokio::test]
 async fn every_write_invalidates_before_it_returns() {
     let f = fixture();
-    let ada = f
-        .service
-        .create_user(new_user("Ada", "ada@example.com"))
-        .await
-        .unwrap();
+    let ada = f.create("Ada", "ada@example.com").await;
     let all = PageRequest::default();
     // Warm both kinds of entry.
     f.service.get_user(ada.id).await.unwrap();
     assert_eq!(f.service.list_users(all).await.unwrap().users.len(), 1);
 
-    let bob = f
-        .service
-        .create_user(new_user("Bob", "bob@example.com"))
-        .await
-        .unwrap();
+    let bob = f.create("Bob", "bob@example.com").await;
     assert_eq!(
         f.service.list_users(all).await.unwrap().users.len(),
         2,
@@ -144,11 +141,7 @@ async fn every_write_invalidates_before_it_returns() {
 #[tokio::test]
 async fn failed_writes_do_not_touch_the_cache_and_report_the_right_error() {
     let f = fixture();
-    let ada = f
-        .service
-        .create_user(new_user("Ada", "ada@example.com"))
-        .await
-        .unwrap();
+    let ada = f.create("Ada", "ada@example.com").await;
     let dup = f
         .service
         .create_user(new_user("Eve", "ADA@example.com"))
@@ -239,11 +232,7 @@ async fn a_slow_reader_cannot_cache_a_value_older_than_a_finished_write() {
 async fn a_failing_cache_never_fails_a_request_and_is_counted() {
     let f = fixture();
     f.cache.set_failing(true);
-    let ada = f
-        .service
-        .create_user(new_user("Ada", "ada@example.com"))
-        .await
-        .unwrap();
+    let ada = f.create("Ada", "ada@example.com").await;
     assert_eq!(f.service.get_user(ada.id).await.unwrap(), ada);
     assert_eq!(
         f.service
@@ -268,11 +257,7 @@ async fn a_failing_cache_never_fails_a_request_and_is_counted() {
 #[tokio::test]
 async fn a_stalled_cache_is_abandoned_after_its_timeout_then_bypassed() {
     let f = fixture();
-    let ada = f
-        .service
-        .create_user(new_user("Ada", "ada@example.com"))
-        .await
-        .unwrap();
+    let ada = f.create("Ada", "ada@example.com").await;
     f.cache.set_stalled(true);
     // The cache never answers; the read must still complete (bounded here only so that a
     // regression fails instead of hanging).
@@ -297,11 +282,7 @@ async fn a_stalled_cache_is_abandoned_after_its_timeout_then_bypassed() {
 #[tokio::test]
 async fn writes_during_a_cache_outage_are_not_hidden_when_it_returns() {
     let f = fixture();
-    let ada = f
-        .service
-        .create_user(new_user("Ada", "ada@example.com"))
-        .await
-        .unwrap();
+    let ada = f.create("Ada", "ada@example.com").await;
     f.service.get_user(ada.id).await.unwrap(); // cached as "Ada"
 
     f.cache.set_failing(true);
@@ -370,15 +351,8 @@ async fn the_repository_can_be_used_directly() {
 #[tokio::test]
 async fn json_reads_are_the_typed_reads_serialised_and_hits_are_the_stored_bytes() {
     let f = fixture();
-    let ada = f
-        .service
-        .create_user(new_user("Ada", "ada@example.com"))
-        .await
-        .unwrap();
-    f.service
-        .create_user(new_user("Bob", "bob@example.com"))
-        .await
-        .unwrap();
+    let ada = f.create("Ada", "ada@example.com").await;
+    f.create("Bob", "bob@example.com").await;
     let request = PageRequest::new(Some(1), None).unwrap();
 
     let cold = f.service.list_users_json(request).await.unwrap();
@@ -414,11 +388,7 @@ async fn json_reads_are_the_typed_reads_serialised_and_hits_are_the_stored_bytes
 #[tokio::test]
 async fn a_failed_read_alone_does_not_throw_the_cache_away() {
     let f = fixture();
-    let ada = f
-        .service
-        .create_user(new_user("Ada", "ada@example.com"))
-        .await
-        .unwrap();
+    let ada = f.create("Ada", "ada@example.com").await;
     f.service.get_user(ada.id).await.unwrap(); // cached
 
     f.cache.set_failing(true);

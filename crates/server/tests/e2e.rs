@@ -99,6 +99,15 @@ async fn text(client: &reqwest::Client, url: &str) -> (StatusCode, String) {
     (response.status(), response.text().await.unwrap())
 }
 
+async fn post_user(client: &reqwest::Client, server: &Server, user: Value) -> reqwest::Response {
+    client
+        .post(server.url("/users"))
+        .json(&user)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn cache_hits(client: &reqwest::Client, server: &Server) -> u64 {
     let (_, metrics) = text(client, &server.url("/metrics")).await;
     metrics
@@ -131,12 +140,12 @@ async fn the_binary_serves_the_original_routes_and_survives_its_dependencies_goi
     assert_eq!((status, body.as_str()), (StatusCode::OK, "[]"));
 
     // CRUD.
-    let created = client
-        .post(server.url("/users"))
-        .json(&json!({"name": "Ada", "email": "ada@example.com"}))
-        .send()
-        .await
-        .unwrap();
+    let created = post_user(
+        &client,
+        &server,
+        json!({"name": "Ada", "email": "ada@example.com"}),
+    )
+    .await;
     assert_eq!(created.status(), StatusCode::CREATED);
     let location = created.headers()["location"].to_str().unwrap().to_owned();
     let ada: Value = created.json().await.unwrap();
@@ -159,22 +168,22 @@ async fn the_binary_serves_the_original_routes_and_survives_its_dependencies_goi
         .await
         .unwrap();
     assert_eq!(patched["name"], "Ada L.");
-    let dup = client
-        .post(server.url("/users"))
-        .json(&json!({"name": "Eve", "email": "ADA@EXAMPLE.COM"}))
-        .send()
-        .await
-        .unwrap();
+    let dup = post_user(
+        &client,
+        &server,
+        json!({"name": "Eve", "email": "ADA@EXAMPLE.COM"}),
+    )
+    .await;
     assert_eq!(dup.status(), StatusCode::CONFLICT);
-    let bob: Value = client
-        .post(server.url("/users"))
-        .json(&json!({"name": "Bob", "email": "bob@example.com"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let bob: Value = post_user(
+        &client,
+        &server,
+        json!({"name": "Bob", "email": "bob@example.com"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     let bob_url = server.url(&format!("/users/{}", bob["id"]));
     assert_eq!(
         client.delete(&bob_url).send().await.unwrap().status(),
@@ -204,12 +213,12 @@ async fn the_binary_serves_the_original_routes_and_survives_its_dependencies_goi
             json!([patched])
         );
     }
-    let carl = client
-        .post(server.url("/users"))
-        .json(&json!({"name": "Carl", "email": "carl@example.com"}))
-        .send()
-        .await
-        .unwrap();
+    let carl = post_user(
+        &client,
+        &server,
+        json!({"name": "Carl", "email": "carl@example.com"}),
+    )
+    .await;
     assert_eq!(
         carl.status(),
         StatusCode::CREATED,
@@ -251,12 +260,12 @@ async fn the_binary_serves_the_original_routes_and_survives_its_dependencies_goi
 
     // PostgreSQL stopped: a problem with 503 and Retry-After; readiness fails; liveness does not.
     pg.stop();
-    let response = client
-        .post(server.url("/users"))
-        .json(&json!({"name": "Dora", "email": "dora@example.com"}))
-        .send()
-        .await
-        .unwrap();
+    let response = post_user(
+        &client,
+        &server,
+        json!({"name": "Dora", "email": "dora@example.com"}),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         response.headers()["content-type"],
@@ -284,12 +293,12 @@ async fn the_binary_serves_the_original_routes_and_survives_its_dependencies_goi
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let dora = client
-        .post(server.url("/users"))
-        .json(&json!({"name": "Dora", "email": "dora@example.com"}))
-        .send()
-        .await
-        .unwrap();
+    let dora = post_user(
+        &client,
+        &server,
+        json!({"name": "Dora", "email": "dora@example.com"}),
+    )
+    .await;
     assert_eq!(dora.status(), StatusCode::CREATED);
     let (_, body) = text(&client, &server.url("/users")).await;
     let names: Vec<String> = serde_json::from_str::<Vec<Value>>(&body)
