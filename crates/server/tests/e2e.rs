@@ -315,6 +315,38 @@ async fn the_binary_serves_the_original_routes_and_survives_its_dependencies_goi
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_server_starts_and_serves_users_while_redis_is_down() {
+    let pg = TestPostgres::start();
+    let database = pg.fresh_database().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = Server::start(
+        &TestPostgres::url(&database),
+        &format!("redis://127.0.0.1:{closed}"),
+    );
+    let client = reqwest::Client::new();
+    let created = post_user(
+        &client,
+        &server,
+        json!({"name": "Ada", "email": "ada@example.com"}),
+    )
+    .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let (status, body) = text(&client, &server.url("/users")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()[0]["name"],
+        "Ada"
+    );
+    let (status, ready) = text(&client, &server.url("/readyz")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(ready.contains(r#""cache":"degraded""#), "{ready}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn migrate_subcommand_and_bad_configuration() {
     let pg = TestPostgres::start();
     let database = pg.fresh_database().await;
