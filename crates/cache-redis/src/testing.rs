@@ -78,6 +78,13 @@ impl TestRedis {
         self.managed().spawn();
     }
 
+    /// Freezes the server (`SIGSTOP`) or thaws it (`SIGCONT`). Frozen, it accepts connections
+    /// but answers nothing, and keeps its data: a Redis behind a partition, not a crashed one.
+    pub fn pause(&self, paused: bool) {
+        self.managed()
+            .signal(if paused { "-STOP" } else { "-CONT" });
+    }
+
     fn managed(&self) -> &Managed {
         self.managed
             .as_ref()
@@ -108,6 +115,16 @@ impl Managed {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.lock().unwrap();
+        let pid = child.as_ref().expect("redis-server is running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
     }
 
     fn kill(&self) {

@@ -77,24 +77,6 @@ pub struct PageJson {
     pub next_after: Option<UserId>,
 }
 
-impl PageJson {
-    /// Splits the service's cached form, `<next cursor or nothing>\n<JSON array>`.
-    pub(crate) fn parse(mut raw: Vec<u8>) -> Result<Self, Error> {
-        let malformed = || Error::internal("malformed cached page");
-        let newline = raw.iter().position(|&b| b == b'\n').ok_or_else(malformed)?;
-        let cursor = std::str::from_utf8(&raw[..newline]).map_err(|_| malformed())?;
-        let next_after = match cursor {
-            "" => None,
-            id => Some(UserId(id.parse().map_err(|_| malformed())?)),
-        };
-        raw.drain(..=newline);
-        Ok(Self {
-            body: raw,
-            next_after,
-        })
-    }
-}
-
 impl Page {
     /// Builds a page from up to `limit + 1` rows fetched for `request.probe()`.
     pub(crate) fn from_probe(mut users: Vec<User>, request: PageRequest) -> Self {

@@ -19,9 +19,13 @@
 //!
 //! ## When the cache fails
 //! A cache error or timeout never fails a user request: the service logs it, counts it, serves
-//! from the repository and bypasses the cache for `cache_backoff`. A write that could not
-//! invalidate (the cache was failing or bypassed) leaves a mark, and before the cache is used
-//! again the generation is incremented; a mere read failure leaves the cache's contents valid.
+//! from the repository and bypasses the cache for `cache_backoff`. A mere read failure leaves the
+//! cache's contents valid. A write whose invalidation may not have reached the cache is counted
+//! as *missed*: the cache was failing or bypassed, the write failed in a way that may still have
+//! committed (the store became unavailable mid-write), or its future was dropped half-way (a
+//! request timeout, a client that went away, the shutdown deadline). No read of this process
+//! trusts the cache again until an increment sent after the last missed write has succeeded.
+//! Other replicas learn of such a write only through that increment, or the TTL.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -130,9 +134,11 @@ struct Inner {
     /// Set when a cache call failed: the cache is bypassed until `retry_at_ms`.
     cache_broken: AtomicBool,
     retry_at_ms: AtomicU64,
-    /// Set when a write could not invalidate: the generation must be bumped before the cache is
-    /// used again.
-    needs_resync: AtomicBool,
+    /// Writes whose invalidation may not have reached the cache, counted since start.
+    missed: AtomicU64,
+    /// The value of `missed` that the last successful catch-up increment covers. The cache may
+    /// be read only when this has caught up with `missed`.
+    resynced: AtomicU64,
     epoch: Instant,
 }
 
@@ -162,7 +168,8 @@ impl UserService {
                 stats: CacheStats::default(),
                 cache_broken: AtomicBool::new(false),
                 retry_at_ms: AtomicU64::new(0),
-                needs_resync: AtomicBool::new(false),
+                missed: AtomicU64::new(0),
+                resynced: AtomicU64::new(0),
                 epoch: Instant::now(),
             }),
         }
@@ -173,9 +180,7 @@ impl UserService {
     }
 
     pub async fn create_user(&self, user: NewUser) -> Result<User> {
-        let created = self.inner.repo.create(&user).await?;
-        self.invalidate().await;
-        Ok(created)
+        self.write(self.inner.repo.create(&user)).await
     }
 
     pub async fn get_user(&self, id: UserId) -> Result<User> {
@@ -231,15 +236,19 @@ impl UserService {
                 Ok(out)
             })
             .await?;
-        PageJson::parse(raw)
+        let (next_after, body) =
+            split_header(raw).ok_or_else(|| Error::internal("malformed cached page"))?;
+        Ok(PageJson {
+            body,
+            next_after: next_after.map(UserId),
+        })
     }
 
     /// Applies a partial update.
     pub async fn update_user(&self, id: UserId, patch: UserPatch) -> Result<User> {
-        let updated = self.inner.repo.update(id, &patch).await?;
-        let updated = updated.ok_or(Error::NotFound(id))?;
-        self.invalidate().await;
-        Ok(updated)
+        let repo = &self.inner.repo;
+        self.write(async { repo.update(id, &patch).await?.ok_or(Error::NotFound(id)) })
+            .await
     }
 
     /// Replaces every field a client may set.
@@ -248,11 +257,14 @@ impl UserService {
     }
 
     pub async fn delete_user(&self, id: UserId) -> Result<()> {
-        if !self.inner.repo.delete(id).await? {
-            return Err(Error::NotFound(id));
-        }
-        self.invalidate().await;
-        Ok(())
+        let repo = &self.inner.repo;
+        self.write(async {
+            match repo.delete(id).await? {
+                true => Ok(()),
+                false => Err(Error::NotFound(id)),
+            }
+        })
+        .await
     }
 
     /// The original application's cache demo: read a key, set it when absent. Unlike user reads
@@ -299,19 +311,20 @@ impl UserService {
     fn cache_failed(&self, error: &Error) {
         let inner = &self.inner;
         inner.stats.errors.fetch_add(1, Ordering::Relaxed);
-        let was_broken = inner.cache_broken.swap(true, Ordering::AcqRel);
         let backoff = inner.config.cache_backoff.as_millis() as u64;
+        // The deadline first: a reader that sees the flag must not see an old, passed deadline.
         inner
             .retry_at_ms
             .store(self.now_ms() + backoff, Ordering::Release);
+        let was_broken = inner.cache_broken.swap(true, Ordering::AcqRel);
         if !was_broken {
             tracing::warn!(error = %error, source = ?std::error::Error::source(error),
                 "cache failed; serving from the store and bypassing the cache for {backoff} ms");
         }
     }
 
-    /// Whether the cache may be used now: not within the backoff after a failure, and only after
-    /// the generation was bumped if a write could not invalidate.
+    /// Whether the cache may be used now: not within the backoff after a failure, and only once an
+    /// increment sent after the last missed write has succeeded.
     async fn cache_usable(&self) -> bool {
         let inner = &self.inner;
         if inner.cache_broken.load(Ordering::Acquire) {
@@ -322,29 +335,49 @@ impl UserService {
                 tracing::info!("trying the cache again");
             }
         }
-        // Cleared before the bump, not after: a write that misses its invalidation while the bump
-        // is in flight sets the mark again, and the next caller bumps once more.
-        if inner.needs_resync.swap(false, Ordering::AcqRel) {
+        // Every caller that sees the gap sends its own increment instead of waiting for one in
+        // flight: a few extra increments after an outage cost a few misses, whereas trusting the
+        // cache before an increment has landed would serve what the missed write changed.
+        let missed = inner.missed.load(Ordering::Acquire);
+        if inner.resynced.load(Ordering::Acquire) < missed {
             if let Err(e) = self.bounded(inner.cache.incr(GENERATION_KEY)).await {
-                inner.needs_resync.store(true, Ordering::Release);
                 self.cache_failed(&e);
                 return false;
             }
+            inner.resynced.fetch_max(missed, Ordering::AcqRel);
             tracing::info!("cache re-synchronised: writes made while it was unusable are visible");
         }
         true
     }
 
-    /// Makes every cached user and page stale. Called after each successful write, before its
-    /// result is returned; if the cache cannot be told now, it is re-synchronised before use.
+    /// Runs a write against the store, then invalidates what it may have changed before the
+    /// result is returned. A write that is refused before it touches anything (not found, a
+    /// duplicate, invalid) changes nothing; one that failed otherwise may have committed, so it
+    /// invalidates too. If this future is dropped before the invalidation is confirmed, the write
+    /// counts as missed.
+    async fn write<T>(&self, op: impl Future<Output = Result<T>>) -> Result<T> {
+        let unconfirmed = MissedOnDrop(Some(&self.inner.missed));
+        let result = op.await;
+        if matches!(
+            result,
+            Ok(_) | Err(Error::StoreUnavailable(_) | Error::Internal(_))
+        ) {
+            self.invalidate().await;
+        }
+        unconfirmed.disarm();
+        result
+    }
+
+    /// Makes every cached user and page stale; if the cache cannot be told now, the write counts
+    /// as missed and the cache is re-synchronised before it is read again.
     async fn invalidate(&self) {
         let inner = &self.inner;
         if !self.cache_usable().await {
-            inner.needs_resync.store(true, Ordering::Release);
+            inner.missed.fetch_add(1, Ordering::AcqRel);
             return;
         }
         if let Err(e) = self.bounded(inner.cache.incr(GENERATION_KEY)).await {
-            inner.needs_resync.store(true, Ordering::Release);
+            inner.missed.fetch_add(1, Ordering::AcqRel);
             self.cache_failed(&e);
         }
     }
@@ -394,18 +427,45 @@ impl UserService {
     }
 }
 
+/// Counts a write as missed when dropped armed: its future was abandoned before the invalidation
+/// was confirmed (or counted as missed by `invalidate` itself).
+struct MissedOnDrop<'a>(Option<&'a AtomicU64>);
+
+impl MissedOnDrop<'_> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for MissedOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(missed) = self.0 {
+            missed.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
 fn parse_generation(raw: Option<&[u8]>) -> i64 {
     raw.and_then(|r| std::str::from_utf8(r).ok()?.parse().ok())
         .unwrap_or(0)
 }
 
 /// The value of a `<generation>\n<value>` entry if its generation is `current`, else `None`.
-fn untag(mut raw: Vec<u8>, current: i64) -> Option<Vec<u8>> {
-    let newline = raw.iter().position(|&b| b == b'\n')?;
-    let tag: i64 = std::str::from_utf8(&raw[..newline]).ok()?.parse().ok()?;
-    if tag != current {
-        return None;
+fn untag(raw: Vec<u8>, current: i64) -> Option<Vec<u8>> {
+    match split_header(raw)? {
+        (Some(tag), value) if tag == current => Some(value),
+        _ => None,
     }
+}
+
+/// Splits `<integer or nothing>\n<rest>`, the shape of both the cache's entries and a cached
+/// page; `None` if malformed.
+fn split_header(mut raw: Vec<u8>) -> Option<(Option<i64>, Vec<u8>)> {
+    let newline = raw.iter().position(|&b| b == b'\n')?;
+    let header = match std::str::from_utf8(&raw[..newline]).ok()? {
+        "" => None,
+        number => Some(number.parse().ok()?),
+    };
     raw.drain(..=newline);
-    Some(raw)
+    Some((header, raw))
 }

@@ -1,12 +1,13 @@
 //! The service's cache-aside behaviour, with in-memory adapters that can be switched into failure.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use userstack_core::memory::{InMemoryCache, InMemoryUserRepository};
 use userstack_core::{
-    Cache, CacheDemo, Error, NewUser, PageRequest, Result, ServiceConfig, UserPatch,
+    Cache, CacheDemo, Error, NewUser, PageRequest, Result, ServiceConfig, User, UserId, UserPatch,
     UserRepository, UserService,
 };
 
@@ -139,9 +140,10 @@ async fn every_write_invalidates_before_it_returns() {
 }
 
 #[tokio::test]
-async fn failed_writes_do_not_touch_the_cache_and_report_the_right_error() {
+async fn refused_writes_do_not_touch_the_cache_and_report_the_right_error() {
     let f = fixture();
     let ada = f.create("Ada", "ada@example.com").await;
+    f.service.get_user(ada.id).await.unwrap(); // cached
     let dup = f
         .service
         .create_user(new_user("Eve", "ADA@example.com"))
@@ -157,6 +159,14 @@ async fn failed_writes_do_not_touch_the_cache_and_report_the_right_error() {
         f.service.delete_user(missing).await,
         Err(Error::NotFound(_))
     ));
+    let before = f.service.cache_stats();
+    f.service.get_user(ada.id).await.unwrap();
+    assert_eq!(
+        f.service.cache_stats().hits,
+        before.hits + 1,
+        "writes that changed nothing invalidate nothing"
+    );
+
     f.repo.set_unavailable(true);
     let down = f
         .service
@@ -165,23 +175,39 @@ async fn failed_writes_do_not_touch_the_cache_and_report_the_right_error() {
     assert!(matches!(down, Err(Error::StoreUnavailable(_))));
 }
 
-/// A cache whose writes land only after a delay, to replay the classic cache-aside race: a slow
-/// reader stores what it read *after* a writer has invalidated.
-struct SlowSetCache {
+/// A cache whose `set` and `incr` land only after a delay (milliseconds, adjustable), to replay
+/// races between readers, writers and the cache.
+#[derive(Default)]
+struct DelayedCache {
     inner: InMemoryCache,
-    delay: Duration,
+    set_delay_ms: AtomicU64,
+    incr_delay_ms: AtomicU64,
+}
+
+impl DelayedCache {
+    fn delay_set(&self, ms: u64) {
+        self.set_delay_ms.store(ms, Ordering::SeqCst);
+    }
+    fn delay_incr(&self, ms: u64) {
+        self.incr_delay_ms.store(ms, Ordering::SeqCst);
+    }
+}
+
+async fn sleep_ms(ms: &AtomicU64) {
+    tokio::time::sleep(Duration::from_millis(ms.load(Ordering::SeqCst))).await;
 }
 
 #[async_trait]
-impl Cache for SlowSetCache {
+impl Cache for DelayedCache {
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
         self.inner.get_many(keys).await
     }
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
-        tokio::time::sleep(self.delay).await;
+        sleep_ms(&self.set_delay_ms).await;
         self.inner.set(key, value, ttl).await
     }
     async fn incr(&self, key: &str) -> Result<i64> {
+        sleep_ms(&self.incr_delay_ms).await;
         self.inner.incr(key).await
     }
     async fn delete(&self, key: &str) -> Result<()> {
@@ -192,22 +218,31 @@ impl Cache for SlowSetCache {
     }
 }
 
-#[tokio::test]
-async fn a_slow_reader_cannot_cache_a_value_older_than_a_finished_write() {
-    let repo = Arc::new(InMemoryUserRepository::new());
-    let cache = Arc::new(SlowSetCache {
-        inner: InMemoryCache::new(),
-        delay: Duration::from_millis(40),
-    });
+/// A service over `repo` and a [`DelayedCache`], with "Ada" created.
+async fn delayed_fixture(repo: Arc<dyn UserRepository>) -> (UserService, Arc<DelayedCache>, User) {
+    let cache = Arc::new(DelayedCache::default());
     let config = ServiceConfig {
         cache_timeout: Duration::from_secs(1),
+        cache_backoff: Duration::from_millis(100),
         ..ServiceConfig::default()
     };
-    let service = UserService::new(repo.clone(), cache, config);
+    let service = UserService::new(repo, cache.clone(), config);
     let ada = service
         .create_user(new_user("Ada", "ada@example.com"))
         .await
         .unwrap();
+    (service, cache, ada)
+}
+
+fn rename(name: &str) -> UserPatch {
+    UserPatch::parse(Some(name), None).unwrap()
+}
+
+#[tokio::test]
+async fn a_slow_reader_cannot_cache_a_value_older_than_a_finished_write() {
+    let repo = Arc::new(InMemoryUserRepository::new());
+    let (service, cache, ada) = delayed_fixture(repo).await;
+    cache.delay_set(40);
 
     // The reader loads "Ada" and is still storing it when the write below completes.
     let reader = tokio::spawn({
@@ -215,8 +250,7 @@ async fn a_slow_reader_cannot_cache_a_value_older_than_a_finished_write() {
         async move { service.get_user(ada.id).await.unwrap() }
     });
     tokio::time::sleep(Duration::from_millis(10)).await;
-    let patch = UserPatch::parse(Some("Ada v2"), None).unwrap();
-    service.update_user(ada.id, patch).await.unwrap();
+    service.update_user(ada.id, rename("Ada v2")).await.unwrap();
     assert_eq!(
         reader.await.unwrap().name,
         "Ada",
@@ -401,4 +435,87 @@ async fn a_failed_read_alone_does_not_throw_the_cache_away() {
     f.service.get_user(ada.id).await.unwrap();
     let after = f.service.cache_stats();
     assert_eq!(after.hits, before.hits + 1, "{before:?} -> {after:?}");
+}
+
+#[tokio::test]
+async fn no_read_trusts_the_cache_before_the_catch_up_increment_has_landed() {
+    let repo = Arc::new(InMemoryUserRepository::new());
+    let (service, cache, ada) = delayed_fixture(repo).await;
+    service.get_user(ada.id).await.unwrap(); // cached as "Ada"
+
+    // A write while the cache fails: its invalidation is missed.
+    cache.inner.set_failing(true);
+    service.update_user(ada.id, rename("Ada v2")).await.unwrap();
+    cache.inner.set_failing(false);
+    tokio::time::sleep(Duration::from_millis(150)).await; // past the backoff
+
+    // The first reader sends the catch-up increment, which takes a while to land; a second
+    // reader arriving meanwhile must not take the old generation's "Ada" as current.
+    cache.delay_incr(200);
+    let first = tokio::spawn({
+        let service = service.clone();
+        async move { service.get_user(ada.id).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(service.get_user(ada.id).await.unwrap().name, "Ada v2");
+    assert_eq!(first.await.unwrap().name, "Ada v2");
+}
+
+#[tokio::test]
+async fn a_write_abandoned_before_its_invalidation_landed_is_not_hidden_by_the_cache() {
+    let repo = Arc::new(InMemoryUserRepository::new());
+    let (service, cache, ada) = delayed_fixture(repo.clone()).await;
+    service.get_user(ada.id).await.unwrap(); // cached as "Ada"
+
+    // The caller gives up (a request timeout, a client gone) after the store committed but
+    // while the invalidation is still on its way.
+    cache.delay_incr(200);
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(50),
+        service.update_user(ada.id, rename("Ada v2")),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the write was abandoned mid-way");
+    assert_eq!(repo.get(ada.id).await.unwrap().unwrap().name, "Ada v2");
+
+    cache.delay_incr(0);
+    assert_eq!(service.get_user(ada.id).await.unwrap().name, "Ada v2");
+}
+
+/// A store whose updates commit and then report the store unavailable, as when the connection
+/// drops before the answer arrives.
+struct CommitsThenFails(InMemoryUserRepository);
+
+#[async_trait]
+impl UserRepository for CommitsThenFails {
+    async fn create(&self, user: &NewUser) -> Result<User> {
+        self.0.create(user).await
+    }
+    async fn get(&self, id: UserId) -> Result<Option<User>> {
+        self.0.get(id).await
+    }
+    async fn list(&self, page: PageRequest) -> Result<Vec<User>> {
+        self.0.list(page).await
+    }
+    async fn update(&self, id: UserId, patch: &UserPatch) -> Result<Option<User>> {
+        self.0.update(id, patch).await?;
+        Err(Error::store_unavailable("connection lost after the commit"))
+    }
+    async fn delete(&self, id: UserId) -> Result<bool> {
+        self.0.delete(id).await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.0.ping().await
+    }
+}
+
+#[tokio::test]
+async fn a_write_that_failed_but_may_have_committed_still_invalidates() {
+    let repo = Arc::new(CommitsThenFails(InMemoryUserRepository::new()));
+    let (service, _cache, ada) = delayed_fixture(repo).await;
+    service.get_user(ada.id).await.unwrap(); // cached as "Ada"
+
+    let failed = service.update_user(ada.id, rename("Ada v2")).await;
+    assert!(matches!(failed, Err(Error::StoreUnavailable(_))));
+    assert_eq!(service.get_user(ada.id).await.unwrap().name, "Ada v2");
 }

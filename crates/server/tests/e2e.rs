@@ -224,6 +224,7 @@ async fn the_binary_serves_the_original_routes_and_survives_its_dependencies_goi
         StatusCode::CREATED,
         "writes work without Redis"
     );
+    let carl_url = server.url(carl.headers()["location"].to_str().unwrap());
     let (status, _) = text(&client, &server.url("/cache")).await;
     assert_eq!(
         status,
@@ -257,6 +258,32 @@ async fn the_binary_serves_the_original_routes_and_survives_its_dependencies_goi
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(hits_again, "cache hits return after Redis restarts");
+
+    // Redis frozen with its data intact (the restart above lost everything it held, so it could
+    // not show staleness): a write made meanwhile must not be hidden by the old entries once
+    // Redis answers again.
+    let name_at = |url: String| {
+        let client = client.clone();
+        async move {
+            let user: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            user["name"].as_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(name_at(carl_url.clone()).await, "Carl");
+    assert_eq!(name_at(carl_url.clone()).await, "Carl"); // cached
+    redis.pause(true);
+    let renamed = client
+        .patch(&carl_url)
+        .json(&json!({"name": "Carl (Redis froze)"}))
+        .send()
+        .await
+        .unwrap();
+    redis.pause(false);
+    assert_eq!(renamed.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(300)).await; // past CACHE_BACKOFF_MS
+    for _ in 0..2 {
+        assert_eq!(name_at(carl_url.clone()).await, "Carl (Redis froze)");
+    }
 
     // PostgreSQL stopped: a problem with 503 and Retry-After; readiness fails; liveness does not.
     pg.stop();
@@ -306,7 +333,7 @@ async fn the_binary_serves_the_original_routes_and_survives_its_dependencies_goi
         .iter()
         .map(|u| u["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(names, ["Ada L.", "Carl", "Dora"]);
+    assert_eq!(names, ["Ada L.", "Carl (Redis froze)", "Dora"]);
 
     // SIGTERM: a clean exit, well inside Docker's 10 s grace period.
     let (status, took) = server.terminate();
