@@ -20,7 +20,7 @@ pub trait UserRepository: Send + Sync + 'static {
     /// Stores a new user with a fresh id; `created_at == updated_at`.
     ///
     /// [`Error::DuplicateEmail`](crate::Error::DuplicateEmail) if another user has the same email,
-    /// compared case-insensitively.
+    /// compared ASCII-case-insensitively (see [`Email`](crate::Email)).
     async fn create(&self, user: &NewUser) -> Result<User>;
 
     /// The user with this id, or `None`.
@@ -34,7 +34,7 @@ pub trait UserRepository: Send + Sync + 'static {
     /// user.
     ///
     /// [`Error::DuplicateEmail`](crate::Error::DuplicateEmail) if the new email belongs to another
-    /// user (case-insensitively); changing only the case of one's own email is allowed.
+    /// user (ASCII-case-insensitively); changing only the case of one's own email is allowed.
     async fn update(&self, id: UserId, patch: &UserPatch) -> Result<Option<User>>;
 
     /// Removes the user; `false` if there was no such user.

@@ -39,6 +39,16 @@ pub async fn user_repository_contract(repo: &dyn UserRepository) {
         matches!(dup, Err(Error::DuplicateEmail(_))),
         "duplicate email, any case, must be DuplicateEmail: {dup:?}"
     );
+    // Case means ASCII case, whatever the store's locale: É and é are different letters.
+    let emile = repo.create(&new_user("Émile", "émile@example.com")).await;
+    let upper = repo.create(&new_user("Émile", "ÉMILE@example.com")).await;
+    assert!(
+        emile.is_ok() && upper.is_ok(),
+        "only ASCII letters compare case-insensitively: {emile:?} {upper:?}"
+    );
+    for user in [emile, upper] {
+        assert!(repo.delete(user.unwrap().id).await.unwrap());
+    }
 
     // get
     assert_eq!(repo.get(ada.id).await.unwrap().as_ref(), Some(&ada));

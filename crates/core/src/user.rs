@@ -72,7 +72,8 @@ impl UserName {
 
 /// A syntactically plausible email address: one `@`, a non-empty local part of at most 64 bytes,
 /// a dotted domain, no whitespace, at most [`EMAIL_MAX_BYTES`] bytes. Case is kept as given;
-/// uniqueness is case-insensitive (every repository must enforce that).
+/// uniqueness is ASCII-case-insensitive (`A`–`Z` equal `a`–`z`; `É` and `é` differ), and every
+/// repository must enforce exactly that, whatever its locale.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
 

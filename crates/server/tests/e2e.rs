@@ -393,7 +393,7 @@ async fn migrate_subcommand_and_bad_configuration() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    assert!(String::from_utf8_lossy(&first.stderr).contains("applied migrations: [1]"));
+    assert!(String::from_utf8_lossy(&first.stderr).contains("applied migrations: [1, 2]"));
     let second = migrate(&url);
     assert!(String::from_utf8_lossy(&second.stderr).contains("up to date"));
 

@@ -9,11 +9,18 @@ use tokio_postgres::Client;
 use crate::error::Error;
 
 /// `(version, name, sql)`, in order. Append only: never edit a released migration.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "create_users",
-    include_str!("../migrations/0001_create_users.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "create_users",
+        include_str!("../migrations/0001_create_users.sql"),
+    ),
+    (
+        2,
+        "email_ascii_case",
+        include_str!("../migrations/0002_email_ascii_case.sql"),
+    ),
+];
 
 /// An arbitrary constant naming this application's advisory lock ("userstck" in ASCII).
 const LOCK_KEY: i64 = 0x7573_6572_7374_636b;

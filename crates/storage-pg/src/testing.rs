@@ -104,7 +104,12 @@ impl TestPostgres {
             .expect("connect to the test server");
         tokio::spawn(connection);
         client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
+            // A Unicode LC_CTYPE, as the official image's en_US.utf8, so that locale-dependent
+            // behaviour (lower() on non-ASCII letters) shows in tests.
+            .batch_execute(&format!(
+                "CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' \
+                 LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'"
+            ))
             .await
             .expect("create a test database");
         let mut config = self.base.clone();

@@ -8,7 +8,7 @@ use userstack_storage_pg::testing::TestPostgres;
 async fn postgres_repository_honours_the_contract() {
     let server = TestPostgres::start();
     let repo = PgUserRepository::new(server.fresh_database().await);
-    assert_eq!(repo.migrate().await.unwrap(), vec![1]);
+    assert_eq!(repo.migrate().await.unwrap(), vec![1, 2]);
     userstack_core::testing::user_repository_contract(&repo).await;
 }
 
@@ -25,7 +25,11 @@ async fn migrations_are_applied_once_even_by_concurrent_replicas() {
     while let Some(result) = replicas.join_next().await {
         applied.extend(result.unwrap().unwrap());
     }
-    assert_eq!(applied, vec![1], "exactly one replica applies migration 1");
+    assert_eq!(
+        applied,
+        vec![1, 2],
+        "exactly one replica applies the migrations"
+    );
     let late = PgUserRepository::new(settings);
     assert_eq!(late.migrate().await.unwrap(), Vec::<i32>::new());
 }
