@@ -1,8 +1,10 @@
 //! bb8-redis's manager, plus what it lacks: noticing that a connection died.
 //!
 //! bb8-redis reports no connection as broken, so after a Redis restart a dead multiplexed
-//! connection would be handed out forever. Here every command's error is inspected, a
-//! connection-level failure marks the connection broken, and the pool drops it on return.
+//! connection would be handed out forever. Here every command's error is inspected and a
+//! connection-level failure marks the connection broken. The pool slot is given back before the
+//! command runs (`RedisConnection::share`), so the mark is seen at the next check-out: only then
+//! is the connection pinged, and replaced if the ping fails.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

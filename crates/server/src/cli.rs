@@ -1,7 +1,7 @@
 //! The command line: `serve` (default), `migrate`, `healthcheck`.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -30,7 +30,8 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Exit 0 if this host's server answers GET /healthz with 200 on PORT, else 1. For container
+    /// Exit 0 if the server this configuration describes answers GET /healthz with 200 (on
+    /// loopback when HOST is a wildcard address, else on HOST; port PORT), else 1. For container
     /// health checks: needs no shell and no curl.
     Healthcheck,
 }
@@ -42,7 +43,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let config = cli.config;
     let command = cli.command.unwrap_or(Command::Serve);
     if let Command::Healthcheck = command {
-        return healthcheck(config.port);
+        return healthcheck(&config.host, config.port);
     }
     init_tracing(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -123,11 +124,30 @@ async fn migrate(config: &Config) -> Result<(), StartupError> {
     Ok(())
 }
 
+/// Where a server listening on `host:port` can be reached from the same host: loopback when it
+/// listens on every address, else the address it listens on.
+fn probe_address(host: &str, port: u16) -> std::io::Result<SocketAddr> {
+    let ip = match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) if ip.is_unspecified() => Ipv4Addr::LOCALHOST.into(),
+        Ok(IpAddr::V6(ip)) if ip.is_unspecified() => Ipv6Addr::LOCALHOST.into(),
+        Ok(ip) => ip,
+        Err(_) => {
+            return (host, port).to_socket_addrs()?.next().ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{host} has no address"),
+                )
+            });
+        }
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
 /// A minimal HTTP/1.1 GET, so the runtime image needs nothing but this binary.
-fn healthcheck(port: u16) -> ExitCode {
-    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+fn healthcheck(host: &str, port: u16) -> ExitCode {
     let timeout = Duration::from_secs(3);
     let probe = || -> std::io::Result<String> {
+        let address = probe_address(host, port)?;
         let mut stream = TcpStream::connect_timeout(&address, timeout)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
@@ -147,8 +167,24 @@ fn healthcheck(port: u16) -> ExitCode {
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("unhealthy: {address}: {e}");
+            eprintln!("unhealthy: {host}:{port}: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::probe_address;
+
+    #[test]
+    fn the_healthcheck_probes_loopback_for_wildcards_and_the_listen_address_otherwise() {
+        let probe = |host| probe_address(host, 5000).unwrap().to_string();
+        assert_eq!(probe("0.0.0.0"), "127.0.0.1:5000");
+        assert_eq!(probe("::"), "[::1]:5000");
+        assert_eq!(probe("127.0.0.2"), "127.0.0.2:5000");
+        assert_eq!(probe("fd00::5"), "[fd00::5]:5000");
+        assert!(probe_address("localhost", 5000).unwrap().ip().is_loopback());
+        assert!(probe_address("no-such-host.invalid", 5000).is_err());
     }
 }

@@ -244,3 +244,34 @@ impl CacheConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::Cli;
+
+    fn database_settings(args: &[&str]) -> userstack_storage_pg::PgSettings {
+        let args = std::iter::once("userstack").chain(args.iter().copied());
+        let cli = Cli::try_parse_from(args).unwrap();
+        cli.config.database.settings().unwrap()
+    }
+
+    #[test]
+    fn the_password_file_overrides_the_url_and_loses_only_its_line_ending() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "s3cret \r\n").unwrap();
+        let path = file.path().to_str().unwrap();
+        let settings = database_settings(&[
+            "--database-url",
+            "postgres://app:from-url@db/mydb",
+            "--database-password-file",
+            path,
+        ]);
+        assert_eq!(settings.config.get_password(), Some(&b"s3cret "[..]));
+        assert_eq!(settings.config.get_user(), Some("app"));
+
+        let settings = database_settings(&["--pgpassword", "pw", "--database-password-file", path]);
+        assert_eq!(settings.config.get_password(), Some(&b"s3cret "[..]));
+    }
+}

@@ -172,7 +172,9 @@ async fn users_pages_by_key_with_a_link_to_the_next_page() {
 
     let uri = link.trim_start_matches('<').split('>').next().unwrap();
     let rest = f.get(&format!("{uri}0")).await; // after=<id>0: past the end
+    assert_eq!(rest.status(), StatusCode::OK);
     assert!(rest.headers().get(header::LINK).is_none());
+    assert_eq!(body_json(rest).await, json!([]));
     let response = f.get(&format!("/users?limit=10&after={last_id}")).await;
     assert!(
         response.headers().get(header::LINK).is_none(),
