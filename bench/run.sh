@@ -474,7 +474,7 @@ $(results_table)
 x GET/: throughput relative to GET / in this run. req/s range: min-max over the runs.
 hits: share of the server's cache reads that Redis answered (the rest: misses, or reads that
   bypassed Redis after a cache error). c.err: failed or timed-out Redis calls (each makes the
-  server bypass Redis for CACHE_BACKOFF_MS and then invalidate the whole cache).
+  server bypass Redis for CACHE_BACKOFF_MS; writes made meanwhile bump the generation after it).
 PG: most PostgreSQL connections in the server's pool (userstack_pool_connections{pool="postgres"},
   sampled every 0.5 s). us/req: server CPU time per request.
 cores: CPU cores (of $(nproc)) used while measuring by the server, PostgreSQL (all backends), Redis,
