@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Runs every test of the project, in stages, and prints one line per stage and a summary.
 #
 #   scripts/test.sh              all stages
@@ -9,7 +10,7 @@
 # stand-in images when no registry can be reached.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-# shellcheck source=deploy/lib/common.sh
+# shellcheck source=../deploy/lib/common.sh
 source deploy/lib/common.sh
 
 stages=("$@")
