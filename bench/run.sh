@@ -486,6 +486,7 @@ $(latency_line "GET /users cache bypassed (PG)" "$rows")
 
 peak RSS of the server (VmHWM): $(mb "$main_hwm") (main server: every path but "bypassed"), $(mb "$(sort -n "$work/hwm-bypass" | tail -n 1)") (bypass server)
 PostgreSQL connections at peak: $pool_peak in the main server's pool (max 16); $activity_peak in pg_stat_activity (application_name='userstack')
+users table at the end: $(psql_q "SELECT count(*) || ' rows, ' || pg_size_pretty(pg_total_relation_size('users')) || ' with its indexes' FROM users"); PostgreSQL shared_buffers $(psql_q "SHOW shared_buffers")
 release binary: $(stat -c %s "$bin" | awk '{printf "%.1f MB", $1 / 1e6}')
 app image: $image
 requests: $requests, failed (non-2xx + socket errors): $errors; wall time ${elapsed}s
