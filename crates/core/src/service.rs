@@ -259,10 +259,10 @@ impl UserService {
     pub async fn delete_user(&self, id: UserId) -> Result<()> {
         let repo = &self.inner.repo;
         self.write(async {
-            match repo.delete(id).await? {
-                true => Ok(()),
-                false => Err(Error::NotFound(id)),
-            }
+            repo.delete(id)
+                .await?
+                .then_some(())
+                .ok_or(Error::NotFound(id))
         })
         .await
     }
