@@ -100,11 +100,16 @@ async fn serve(config: &Config) -> Result<(), StartupError> {
             source,
         })?;
     tracing::info!(%address, "listening");
+    let draining = state.draining.clone();
     let router = crate::app(state, &config.http);
     crate::serve(
         listener,
         router,
-        crate::shutdown_signal(),
+        crate::drain::after_readiness_fails(
+            crate::shutdown_signal(),
+            draining,
+            config.http.shutdown_delay(),
+        ),
         config.http.shutdown_timeout(),
     )
     .await

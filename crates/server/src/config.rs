@@ -142,6 +142,11 @@ pub struct HttpConfig {
         global = true
     )]
     pub shutdown_timeout_secs: u64,
+    /// On SIGTERM/SIGINT, how long to keep accepting connections with /readyz answering 503
+    /// before the drain starts (s): the time a load balancer needs to take this process out of
+    /// rotation. 0 without one; deploy/swarm sets it above HAProxy's check interval.
+    #[arg(long, env = "SHUTDOWN_DELAY_SECS", default_value_t = 0, global = true)]
+    pub shutdown_delay_secs: u64,
 }
 
 impl HttpConfig {
@@ -151,6 +156,9 @@ impl HttpConfig {
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
+    pub fn shutdown_delay(&self) -> Duration {
+        Duration::from_secs(self.shutdown_delay_secs)
+    }
 }
 
 impl Default for HttpConfig {
@@ -159,6 +167,7 @@ impl Default for HttpConfig {
             request_timeout_secs: 10,
             body_limit_bytes: 64 * 1024,
             shutdown_timeout_secs: 8,
+            shutdown_delay_secs: 0,
         }
     }
 }

@@ -34,6 +34,7 @@ use tokio::net::TcpListener;
 mod app;
 pub mod cli;
 pub mod config;
+pub mod drain;
 mod error;
 pub mod metrics;
 mod routes;
@@ -42,6 +43,7 @@ mod state;
 
 pub use app::{app, with_layers};
 pub use config::{Config, HttpConfig};
+pub use drain::Draining;
 pub use state::AppState;
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops accepting and lets

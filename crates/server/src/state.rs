@@ -5,19 +5,26 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use userstack_core::UserService;
 
+use crate::drain::Draining;
 use crate::metrics::{Metrics, PoolProbe};
 
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub service: UserService,
     pub metrics: Arc<Metrics>,
+    /// Set when a stop was requested (readiness answers 503 from then on).
+    pub draining: Draining,
 }
 
 impl AppState {
     /// State for `service`; `pools` reports connection pools to `/metrics`.
     pub fn new(service: UserService, pools: PoolProbe) -> Self {
         let metrics = Arc::new(Metrics::new(service.clone(), pools));
-        Self { service, metrics }
+        Self {
+            service,
+            metrics,
+            draining: Draining::default(),
+        }
     }
 
     /// State without pools to report, e.g. over the in-memory adapters.
@@ -35,5 +42,11 @@ impl FromRef<AppState> for UserService {
 impl FromRef<AppState> for Arc<Metrics> {
     fn from_ref(state: &AppState) -> Self {
         state.metrics.clone()
+    }
+}
+
+impl FromRef<AppState> for Draining {
+    fn from_ref(state: &AppState) -> Self {
+        state.draining.clone()
     }
 }

@@ -95,3 +95,71 @@ async fn a_request_outliving_the_drain_deadline_does_not_hold_the_process() {
         "it did wait for the drain deadline"
     );
 }
+
+/// Behind a load balancer: a stop first fails readiness while new connections are still served,
+/// and only after the delay does the listener close.
+#[tokio::test]
+async fn a_stop_fails_readiness_first_and_keeps_serving_for_the_delay() {
+    let service = UserService::new(
+        Arc::new(InMemoryUserRepository::new()),
+        Arc::new(InMemoryCache::new()),
+        ServiceConfig::default(),
+    );
+    let state = AppState::without_pools(service);
+    let delay = Duration::from_millis(1500);
+    let router = userstack_server::app(state.clone(), &HttpConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let (trigger, signal) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(
+        listener,
+        router,
+        userstack_server::drain::after_readiness_fails(
+            async move {
+                let _ = signal.await;
+            },
+            state.draining.clone(),
+            delay,
+        ),
+        Duration::from_secs(5),
+    ));
+    // A fresh connection per request: what a load balancer opening new ones would see.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let get = |path: &str| client.get(format!("{address}{path}")).send();
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+
+    let stopped = Instant::now();
+    trigger.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let readyz = get("/readyz")
+        .await
+        .expect("still accepting after the stop");
+    assert_eq!(
+        readyz.status(),
+        503,
+        "readiness fails as soon as the stop comes"
+    );
+    assert!(readyz.text().await.unwrap().contains("draining"));
+    let hello = get("/")
+        .await
+        .expect("new connections are served during the delay");
+    assert_eq!(hello.status(), 200);
+    assert!(stopped.elapsed() < delay, "the checks ran inside the delay");
+
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("serve returns after the delay")
+        .unwrap()
+        .unwrap();
+    assert!(
+        stopped.elapsed() >= delay,
+        "the listener stayed open for the delay"
+    );
+    assert!(
+        get("/").await.is_err(),
+        "no new connections after the delay"
+    );
+}

@@ -6,15 +6,23 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use userstack_core::UserService;
 
+use crate::drain::Draining;
+
 /// The process is up and serving HTTP; says nothing of its dependencies (a liveness probe that
 /// failed with the database would get healthy replicas restarted for nothing).
 pub(super) async fn healthz() -> Response {
     axum::Json(json!({ "status": "ok" })).into_response()
 }
 
-/// Ready to serve users: PostgreSQL answers. Redis down only degrades (reads fall back to the
-/// database), so it is reported but does not fail readiness.
-pub(super) async fn readyz(State(service): State<UserService>) -> Response {
+/// Ready to serve users: PostgreSQL answers and no stop was requested. Redis down only degrades
+/// (reads fall back to the database), so it is reported but does not fail readiness.
+pub(super) async fn readyz(
+    State(service): State<UserService>,
+    State(draining): State<Draining>,
+) -> Response {
+    if draining.is_draining() {
+        return unavailable(json!({ "status": "draining" }));
+    }
     let readiness = service.readiness().await;
     let database = if readiness.store.is_ok() {
         "ok"
@@ -32,11 +40,16 @@ pub(super) async fn readyz(State(service): State<UserService>) -> Response {
         (Err(_), _) => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
     };
     let body = json!({ "status": status, "checks": { "database": database, "cache": cache } });
-    let mut response = (code, axum::Json(body)).into_response();
     if code == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        return unavailable(body);
     }
+    (code, axum::Json(body)).into_response()
+}
+
+fn unavailable(body: serde_json::Value) -> Response {
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
     response
 }
