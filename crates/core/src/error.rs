@@ -3,36 +3,11 @@
 //! Each port method documents which variants its implementations must return, so that the service
 //! (and the HTTP mapping in the server) can rely on them whatever adapter is plugged in.
 
-use std::fmt;
-
 use crate::user::UserId;
+use crate::validation::{FieldError, Invalid, join};
 
 /// A boxed error from an adapter, kept as the `source` of an [`Error`] for logs.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// Why one input field was rejected.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct FieldError {
-    /// The field's name as the client sent it (`name`, `email`, `limit`, …).
-    pub field: String,
-    /// A human-readable reason.
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.field, self.message)
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -61,11 +36,6 @@ pub enum Error {
     Internal(#[source] BoxError),
 }
 
-fn join(fields: &[FieldError]) -> String {
-    let parts: Vec<String> = fields.iter().map(ToString::to_string).collect();
-    parts.join("; ")
-}
-
 impl Error {
     /// A validation error about a single field.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -82,6 +52,12 @@ impl Error {
 
     pub fn internal(source: impl Into<BoxError>) -> Self {
         Self::Internal(source.into())
+    }
+}
+
+impl From<Invalid> for Error {
+    fn from(invalid: Invalid) -> Self {
+        Self::Validation(invalid.0)
     }
 }
 

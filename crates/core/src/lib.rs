@@ -40,10 +40,12 @@ pub mod service;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod user;
+pub mod validation;
 
 pub use cache::Cache;
-pub use error::{BoxError, Error, FieldError, Result};
+pub use error::{BoxError, Error, Result};
 pub use page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageJson, PageRequest};
 pub use repository::UserRepository;
 pub use service::{CacheDemo, CacheStatsSnapshot, Readiness, ServiceConfig, UserService};
 pub use user::{Email, NewUser, User, UserId, UserName, UserPatch};
+pub use validation::{FieldError, Invalid};

@@ -8,7 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::error::{Error, FieldError};
+use crate::validation::{FieldError, Invalid};
 
 /// Longest accepted name, in characters.
 pub const NAME_MAX_CHARS: usize = 100;
@@ -123,11 +123,10 @@ pub struct NewUser {
 
 impl NewUser {
     /// Validates both fields, reporting every invalid one at once.
-    pub fn parse(name: &str, email: &str) -> Result<Self, Error> {
-        let (name, email) = (UserName::parse(name), Email::parse(email));
-        match (name, email) {
+    pub fn parse(name: &str, email: &str) -> Result<Self, Invalid> {
+        match (UserName::parse(name), Email::parse(email)) {
             (Ok(name), Ok(email)) => Ok(Self { name, email }),
-            (name, email) => Err(Error::Validation(
+            (name, email) => Err(Invalid(
                 [name.err(), email.err()].into_iter().flatten().collect(),
             )),
         }
@@ -144,18 +143,17 @@ pub struct UserPatch {
 impl UserPatch {
     /// Validates the fields that are present, reporting every invalid one at once. A patch that
     /// changes nothing is invalid: it is almost always a client bug (a misspelt field).
-    pub fn parse(name: Option<&str>, email: Option<&str>) -> Result<Self, Error> {
+    pub fn parse(name: Option<&str>, email: Option<&str>) -> Result<Self, Invalid> {
         if name.is_none() && email.is_none() {
-            return Err(Error::Validation(vec![FieldError::new(
-                "body",
-                "must contain at least one of: name, email",
-            )]));
+            return Err(
+                FieldError::new("body", "must contain at least one of: name, email").into(),
+            );
         }
         let name = name.map(UserName::parse).transpose();
         let email = email.map(Email::parse).transpose();
         match (name, email) {
             (Ok(name), Ok(email)) => Ok(Self { name, email }),
-            (name, email) => Err(Error::Validation(
+            (name, email) => Err(Invalid(
                 [name.err(), email.err()].into_iter().flatten().collect(),
             )),
         }
@@ -201,7 +199,7 @@ mod tests {
 
     #[test]
     fn new_user_reports_every_invalid_field() {
-        let Err(Error::Validation(fields)) = NewUser::parse("", "nope") else {
+        let Err(Invalid(fields)) = NewUser::parse("", "nope") else {
             panic!("expected a validation error");
         };
         let names: Vec<_> = fields.iter().map(|f| f.field.as_str()).collect();
@@ -210,10 +208,7 @@ mod tests {
 
     #[test]
     fn empty_patch_is_rejected() {
-        assert!(matches!(
-            UserPatch::parse(None, None),
-            Err(Error::Validation(_))
-        ));
+        assert!(UserPatch::parse(None, None).is_err());
         let patch = UserPatch::parse(Some("Bob"), None).unwrap();
         assert_eq!(patch.name.unwrap().as_str(), "Bob");
         assert!(patch.email.is_none());

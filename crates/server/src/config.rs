@@ -1,22 +1,32 @@
 //! Configuration from the environment (12-factor), with defaults that match the deploy files:
 //! PostgreSQL at `db:5432` (database `mydb`, user `postgres`), Redis at `redis:6379`, HTTP on
 //! `0.0.0.0:5000`. Every setting is also a command-line flag; `userstack --help` lists them all.
+//!
+//! Each default is written once, by the part that owns the setting: the adapters'
+//! [`PgSettings::default`] and [`RedisSettings::default`], the core's [`ServiceConfig::default`],
+//! and the attributes below for what only the server has (listening, HTTP limits, start-up).
+//! The flags show those values (`--help`), and [`HttpConfig::default`] reads them back from here.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::{Arg, Args, FromArgMatches, ValueEnum};
+use tokio_postgres::config::Host;
 use userstack_cache_redis::RedisSettings;
 use userstack_core::ServiceConfig;
 use userstack_storage_pg::PgSettings;
 
+// Every option is global, so it may also follow a subcommand (`userstack migrate --pghost x`).
+// `mut_args` runs after the flattened groups below have added theirs, so this one line covers
+// them all.
 #[derive(Debug, Clone, Args)]
+#[command(mut_args = |arg: Arg| arg.global(true))]
 pub struct Config {
     /// Address to listen on.
-    #[arg(long, env = "HOST", default_value = "0.0.0.0", global = true)]
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
     pub host: String,
     /// Port to listen on (also the port `healthcheck` asks).
-    #[arg(long, env = "PORT", default_value_t = 5000, global = true)]
+    #[arg(long, env = "PORT", default_value_t = 5000)]
     pub port: u16,
 
     #[command(flatten)]
@@ -27,7 +37,7 @@ pub struct Config {
     pub http: HttpConfig,
 
     /// Log format: human-readable text or one JSON object per line.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 
@@ -40,112 +50,110 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseConfig {
     /// PostgreSQL connection URL or key=value string; when set, the PG* variables are ignored.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// PostgreSQL host.
-    #[arg(long, env = "PGHOST", default_value = "db", global = true)]
+    #[arg(long, env = "PGHOST", default_value_t = pg_default::host())]
     pub pghost: String,
     /// PostgreSQL port.
-    #[arg(long, env = "PGPORT", default_value_t = 5432, global = true)]
+    #[arg(long, env = "PGPORT", default_value_t = pg_default::port())]
     pub pgport: u16,
     /// PostgreSQL user.
-    #[arg(long, env = "PGUSER", default_value = "postgres", global = true)]
+    #[arg(long, env = "PGUSER", default_value_t = pg_default::user())]
     pub pguser: String,
     /// PostgreSQL password (prefer DATABASE_PASSWORD_FILE).
     #[arg(
         long,
         env = "PGPASSWORD",
-        default_value = "password",
+        default_value_t = pg_default::password(),
         hide_env_values = true,
-        hide_default_value = true,
-        global = true
+        hide_default_value = true
     )]
     pub pgpassword: String,
     /// PostgreSQL database.
-    #[arg(long, env = "PGDATABASE", default_value = "mydb", global = true)]
+    #[arg(long, env = "PGDATABASE", default_value_t = pg_default::dbname())]
     pub pgdatabase: String,
     /// File holding the PostgreSQL password (e.g. a Docker secret); overrides every other source.
-    #[arg(long, env = "DATABASE_PASSWORD_FILE", global = true)]
+    #[arg(long, env = "DATABASE_PASSWORD_FILE")]
     pub database_password_file: Option<PathBuf>,
     /// Most PostgreSQL connections held by this process.
-    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16, global = true)]
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = PgSettings::default().pool_size)]
     pub database_pool_size: u32,
     /// Longest wait for a PostgreSQL connection before a request fails with 503 (ms).
     #[arg(
         long,
         env = "DATABASE_TIMEOUT_MS",
-        default_value_t = 2000,
-        global = true
+        default_value_t = millis(PgSettings::default().connection_timeout)
     )]
     pub database_timeout_ms: u64,
     /// How long start-up waits for PostgreSQL to accept connections (s).
-    #[arg(
-        long,
-        env = "DATABASE_STARTUP_TIMEOUT_SECS",
-        default_value_t = 60,
-        global = true
-    )]
+    #[arg(long, env = "DATABASE_STARTUP_TIMEOUT_SECS", default_value_t = 60)]
     pub database_startup_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct CacheConfig {
     /// Redis URL.
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        default_value = "redis://redis:6379",
-        global = true
-    )]
+    #[arg(long, env = "REDIS_URL", default_value_t = RedisSettings::default().url)]
     pub redis_url: String,
     /// Prefix of every Redis key this service writes.
     #[arg(
         long,
         env = "REDIS_KEY_PREFIX",
-        default_value = "userstack:",
-        global = true
+        default_value_t = RedisSettings::default().key_prefix
     )]
     pub redis_key_prefix: String,
     /// Most Redis connections (each is multiplexed).
-    #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 4, global = true)]
+    #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = RedisSettings::default().pool_size)]
     pub redis_pool_size: u32,
+    /// How long the Redis pool keeps trying to open a connection before giving up on it (ms).
+    /// Independent of CACHE_TIMEOUT_MS: a request stops waiting for Redis after that, while the
+    /// connection it asked for may still open and serve the next request.
+    #[arg(
+        long,
+        env = "REDIS_CONNECT_TIMEOUT_MS",
+        default_value_t = millis(RedisSettings::default().connection_timeout)
+    )]
+    pub redis_connect_timeout_ms: u64,
     /// How long a cached user or page may be served (s).
-    #[arg(long, env = "CACHE_TTL_SECS", default_value_t = 60, global = true)]
+    #[arg(
+        long,
+        env = "CACHE_TTL_SECS",
+        default_value_t = ServiceConfig::default().cache_ttl.as_secs()
+    )]
     pub cache_ttl_secs: u64,
     /// Longest wait for one Redis call before falling back to PostgreSQL (ms).
-    #[arg(long, env = "CACHE_TIMEOUT_MS", default_value_t = 100, global = true)]
+    #[arg(
+        long,
+        env = "CACHE_TIMEOUT_MS",
+        default_value_t = millis(ServiceConfig::default().cache_timeout)
+    )]
     pub cache_timeout_ms: u64,
     /// How long Redis is bypassed after it failed (ms).
-    #[arg(long, env = "CACHE_BACKOFF_MS", default_value_t = 1000, global = true)]
+    #[arg(
+        long,
+        env = "CACHE_BACKOFF_MS",
+        default_value_t = millis(ServiceConfig::default().cache_backoff)
+    )]
     pub cache_backoff_ms: u64,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct HttpConfig {
     /// Longest time a request may take before it is answered 503 (s).
-    #[arg(
-        long,
-        env = "REQUEST_TIMEOUT_SECS",
-        default_value_t = 10,
-        global = true
-    )]
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 10)]
     pub request_timeout_secs: u64,
     /// Largest accepted request body (bytes).
-    #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 64 * 1024, global = true)]
+    #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 64 * 1024)]
     pub body_limit_bytes: usize,
     /// On SIGTERM/SIGINT, how long in-flight requests may finish before the process exits (s).
     /// Below Docker's default 10 s grace period, so we exit before being killed.
-    #[arg(
-        long,
-        env = "SHUTDOWN_TIMEOUT_SECS",
-        default_value_t = 8,
-        global = true
-    )]
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 8)]
     pub shutdown_timeout_secs: u64,
     /// On SIGTERM/SIGINT, how long to keep accepting connections with /readyz answering 503
     /// before the drain starts (s): the time a load balancer needs to take this process out of
     /// rotation. 0 without one; deploy/swarm sets it above HAProxy's check interval.
-    #[arg(long, env = "SHUTDOWN_DELAY_SECS", default_value_t = 0, global = true)]
+    #[arg(long, env = "SHUTDOWN_DELAY_SECS", default_value_t = 0)]
     pub shutdown_delay_secs: u64,
 }
 
@@ -162,13 +170,48 @@ impl HttpConfig {
 }
 
 impl Default for HttpConfig {
+    /// The defaults declared on the flags above, whatever the environment holds.
     fn default() -> Self {
-        Self {
-            request_timeout_secs: 10,
-            body_limit_bytes: 64 * 1024,
-            shutdown_timeout_secs: 8,
-            shutdown_delay_secs: 0,
+        flag_defaults()
+    }
+}
+
+/// What a group of flags holds when none is given and no variable is set: the defaults exactly as
+/// `--help` shows them, so that `Default` impls never restate them.
+fn flag_defaults<T: Args + FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("defaults")).mut_args(|arg| arg.env(None));
+    let matches = command.get_matches_from(["defaults"]);
+    T::from_arg_matches(&matches).expect("the declared defaults parse")
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The connection defaults of [`PgSettings::default`], as the PG* flags spell them.
+mod pg_default {
+    use super::{Host, PgSettings};
+
+    fn config() -> tokio_postgres::Config {
+        PgSettings::default().config
+    }
+    pub(super) fn host() -> String {
+        match config().get_hosts().first() {
+            Some(Host::Tcp(host)) => host.clone(),
+            other => panic!("PgSettings::default() names no TCP host: {other:?}"),
         }
+    }
+    pub(super) fn port() -> u16 {
+        config().get_ports().first().copied().unwrap_or(5432)
+    }
+    pub(super) fn user() -> String {
+        config().get_user().unwrap_or_default().to_owned()
+    }
+    pub(super) fn password() -> String {
+        String::from_utf8_lossy(config().get_password().unwrap_or_default()).into_owned()
+    }
+    pub(super) fn dbname() -> String {
+        config().get_dbname().unwrap_or_default().to_owned()
     }
 }
 
@@ -237,7 +280,7 @@ impl CacheConfig {
             url: self.redis_url.clone(),
             key_prefix: self.redis_key_prefix.clone(),
             pool_size: self.redis_pool_size,
-            connection_timeout: Duration::from_millis(self.cache_timeout_ms.max(250)),
+            connection_timeout: Duration::from_millis(self.redis_connect_timeout_ms),
         })
     }
 
@@ -249,6 +292,7 @@ impl CacheConfig {
             cache_ttl: Duration::from_secs(self.cache_ttl_secs),
             cache_timeout: Duration::from_millis(self.cache_timeout_ms),
             cache_backoff: Duration::from_millis(self.cache_backoff_ms),
+            // Not a flag: a readiness probe's own bound, not something to tune per deployment.
             ..ServiceConfig::default()
         })
     }
@@ -257,8 +301,50 @@ impl CacheConfig {
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+    use userstack_cache_redis::RedisSettings;
+    use userstack_core::ServiceConfig;
+    use userstack_storage_pg::PgSettings;
 
-    use crate::cli::Cli;
+    use super::{Config, flag_defaults};
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn the_flags_default_to_what_the_adapters_and_the_core_declare() {
+        let config: Config = flag_defaults();
+        let (pg, pg_default) = (config.database.settings().unwrap(), PgSettings::default());
+        assert_eq!(
+            format!("{:?}", pg.config),
+            format!("{:?}", pg_default.config)
+        );
+        assert_eq!(pg.pool_size, pg_default.pool_size);
+        assert_eq!(pg.connection_timeout, pg_default.connection_timeout);
+
+        let (redis, redis_default) = (config.cache.settings().unwrap(), RedisSettings::default());
+        assert_eq!(redis.url, redis_default.url);
+        assert_eq!(redis.key_prefix, redis_default.key_prefix);
+        assert_eq!(redis.pool_size, redis_default.pool_size);
+        assert_eq!(redis.connection_timeout, redis_default.connection_timeout);
+
+        let (service, service_default) =
+            (config.cache.service().unwrap(), ServiceConfig::default());
+        assert_eq!(service.cache_ttl, service_default.cache_ttl);
+        assert_eq!(service.cache_timeout, service_default.cache_timeout);
+        assert_eq!(service.cache_backoff, service_default.cache_backoff);
+    }
+
+    #[test]
+    fn every_option_may_come_before_or_after_the_subcommand() {
+        for args in [
+            ["userstack", "--pghost", "elsewhere", "migrate"],
+            ["userstack", "migrate", "--pghost", "elsewhere"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert!(matches!(cli.command, Some(Command::Migrate)));
+            assert_eq!(cli.config.database.pghost, "elsewhere");
+        }
+        let cli = Cli::try_parse_from(["userstack", "healthcheck", "--port", "8080"]).unwrap();
+        assert_eq!(cli.config.port, 8080);
+    }
 
     fn database_settings(args: &[&str]) -> userstack_storage_pg::PgSettings {
         let args = std::iter::once("userstack").chain(args.iter().copied());

@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use userstack_core::{Error as CoreError, FieldError};
+use userstack_core::{Error as CoreError, FieldError, Invalid};
 
 const PROBLEM_JSON: &str = "application/problem+json";
 /// Seconds a client should wait before retrying when the database is unreachable.
@@ -70,6 +70,12 @@ impl ApiError {
             }
             other => other.into(),
         }
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(invalid: Invalid) -> Self {
+        CoreError::from(invalid).into()
     }
 }
 
