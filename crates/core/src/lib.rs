@@ -32,20 +32,29 @@
 //! ```
 
 pub mod cache;
+mod cache_aside;
+mod config;
+pub mod demo;
 pub mod error;
 pub mod memory;
 pub mod page;
+mod readiness;
 pub mod repository;
 pub mod service;
+mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod user;
 pub mod validation;
 
 pub use cache::Cache;
+pub use config::ServiceConfig;
+pub use demo::CacheDemo;
 pub use error::{BoxError, Error, Result};
 pub use page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageJson, PageRequest};
+pub use readiness::Readiness;
 pub use repository::UserRepository;
-pub use service::{CacheDemo, CacheStatsSnapshot, Readiness, ServiceConfig, UserService};
+pub use service::UserService;
+pub use stats::CacheStatsSnapshot;
 pub use user::{Email, NewUser, User, UserId, UserName, UserPatch};
 pub use validation::{FieldError, Invalid};

@@ -1,0 +1,369 @@
+//! Cache-aside with a generation: the algorithm, its state, and the one format of a cache entry.
+//!
+//! ## A generation
+//! Every cached value is tagged with the *generation* it was read under, and every successful
+//! write increments the generation (`users:generation`) before the write's result is returned.
+//! A read fetches the generation and its key in one round trip (`get_many`) and trusts the value
+//! only if its tag equals the current generation. This closes the classic cache-aside race (a slow
+//! reader that loaded the old row stores it *after* the writer invalidated): the slow reader's tag
+//! is the old generation, so nobody trusts it. It also needs no key enumeration to drop every list
+//! page a write may have changed. Writes are rare next to reads in a user directory, so dropping
+//! everything on every write costs little.
+//!
+//! ## Bytes, not values
+//! An [`Entry`] holds the JSON the API sends (and, for a page, the next page's cursor). A hit is
+//! handed back as those bytes, never parsed here; a miss hands back the loaded value itself, so
+//! a typed caller never decodes what was just encoded. [`Entry::encode`] and [`Entry::decode`]
+//! are the only code that knows how an entry looks in the cache.
+//!
+//! ## When the cache fails
+//! A cache error or timeout never fails a user request: the failure is logged and counted, the
+//! value is loaded from the store, and the cache is bypassed for `cache_backoff`. A mere read
+//! failure leaves the cache's contents valid. A write whose invalidation may not have reached the
+//! cache is counted as *missed*: the cache was failing or bypassed, the write failed in a way that
+//! may still have committed (the store became unavailable mid-write), or its future was dropped
+//! half-way (a request timeout, a client that went away, the shutdown deadline). No read of this
+//! process trusts the cache again until an increment sent after the last missed write has
+//! succeeded. Other replicas learn of such a write only through that increment, or the TTL.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::cache::Cache;
+use crate::config::ServiceConfig;
+use crate::error::{Error, Result};
+use crate::stats::{CacheStats, CacheStatsSnapshot};
+use crate::user::UserId;
+
+const GENERATION_KEY: &str = "users:generation";
+
+/// What one cache key holds: the JSON body the API sends, the cursor of the next page when the
+/// body is a page, and the generation it was read under.
+///
+/// Stored as `<generation> <cursor, or ->\n<body>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub generation: i64,
+    pub cursor: Option<UserId>,
+    pub body: Vec<u8>,
+}
+
+impl Entry {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let cursor = self
+            .cursor
+            .map_or_else(|| "-".to_owned(), |c| c.to_string());
+        let mut raw = format!("{} {cursor}\n", self.generation).into_bytes();
+        raw.extend_from_slice(&self.body);
+        raw
+    }
+
+    /// `None` for anything [`Entry::encode`] did not write (another version's format, garbage):
+    /// the caller treats it as absent.
+    pub(crate) fn decode(mut raw: Vec<u8>) -> Option<Self> {
+        let newline = raw.iter().position(|&b| b == b'\n')?;
+        let header = std::str::from_utf8(&raw[..newline]).ok()?;
+        let (generation, cursor) = header.split_once(' ')?;
+        let generation = generation.parse().ok()?;
+        let cursor = match cursor {
+            "-" => None,
+            digits => Some(UserId(digits.parse().ok()?)),
+        };
+        raw.drain(..=newline);
+        Some(Self {
+            generation,
+            cursor,
+            body: raw,
+        })
+    }
+}
+
+/// A value that can be cached, as the cursor and body of an [`Entry`].
+pub(crate) trait Cacheable: Sized {
+    /// The next page's cursor (`None` but for pages) and the JSON body the API sends.
+    fn encode(&self) -> Result<(Option<UserId>, Vec<u8>)>;
+    fn decode(cursor: Option<UserId>, body: Vec<u8>) -> Result<Self>;
+}
+
+/// What a cache-aside read found.
+pub(crate) enum Fetched<T> {
+    /// The cache had a current entry.
+    Hit(Entry),
+    /// The store had to be asked; `stored` is the entry written to the cache, if one was.
+    Loaded { value: T, stored: Option<Entry> },
+}
+
+impl<T: Cacheable> Fetched<T> {
+    /// The value, decoded only if it came from the cache.
+    pub(crate) fn into_value(self) -> Result<T> {
+        match self {
+            Self::Hit(entry) => T::decode(entry.cursor, entry.body),
+            Self::Loaded { value, .. } => Ok(value),
+        }
+    }
+
+    /// The cursor and body, encoded only if that has not happened yet.
+    pub(crate) fn into_encoded(self) -> Result<(Option<UserId>, Vec<u8>)> {
+        match self {
+            Self::Hit(entry)
+            | Self::Loaded {
+                stored: Some(entry),
+                ..
+            } => Ok((entry.cursor, entry.body)),
+            Self::Loaded {
+                value,
+                stored: None,
+            } => value.encode(),
+        }
+    }
+}
+
+/// The cache-aside machinery over one [`Cache`]: bounded calls, backoff after failures, the
+/// generation, and the bookkeeping of missed invalidations.
+pub(crate) struct CacheAside {
+    cache: Arc<dyn Cache>,
+    config: ServiceConfig,
+    stats: CacheStats,
+    /// Set when a cache call failed: the cache is bypassed until `retry_at_ms`.
+    broken: AtomicBool,
+    retry_at_ms: AtomicU64,
+    /// Writes whose invalidation may not have reached the cache, counted since start.
+    missed: AtomicU64,
+    /// The value of `missed` that the last successful catch-up increment covers. The cache may
+    /// be read only when this has caught up with `missed`.
+    resynced: AtomicU64,
+    epoch: Instant,
+}
+
+impl CacheAside {
+    pub(crate) fn new(cache: Arc<dyn Cache>, config: ServiceConfig) -> Self {
+        Self {
+            cache,
+            config,
+            stats: CacheStats::default(),
+            broken: AtomicBool::new(false),
+            retry_at_ms: AtomicU64::new(0),
+            missed: AtomicU64::new(0),
+            resynced: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    pub(crate) fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// The port itself, for the callers whose point is the cache (the demo, readiness).
+    pub(crate) fn port(&self) -> &dyn Cache {
+        self.cache.as_ref()
+    }
+
+    pub(crate) fn stats(&self) -> CacheStatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+
+    /// Runs one cache call within `cache_timeout`; a timeout is a cache error.
+    pub(crate) async fn bounded<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.config.cache_timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::cache_unavailable("cache call timed out")),
+        }
+    }
+
+    /// The entry under `key` if it was stored under the current generation; else `load()`'s
+    /// value, stored tagged with that generation when the cache is usable.
+    pub(crate) async fn read_through<T, Fut>(
+        &self,
+        key: &str,
+        load: impl FnOnce() -> Fut,
+    ) -> Result<Fetched<T>>
+    where
+        T: Cacheable,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut generation = None;
+        if self.usable().await {
+            match self
+                .bounded(self.cache.get_many(&[GENERATION_KEY, key]))
+                .await
+            {
+                Ok(mut values) => {
+                    let current = parse_generation(values.first().and_then(Option::as_deref));
+                    let cached = values.get_mut(1).and_then(Option::take);
+                    match cached.and_then(Entry::decode) {
+                        Some(entry) if entry.generation == current => {
+                            CacheStats::count(&self.stats.hits);
+                            return Ok(Fetched::Hit(entry));
+                        }
+                        _ => CacheStats::count(&self.stats.misses),
+                    }
+                    generation = Some(current);
+                }
+                Err(e) => self.failed(&e),
+            }
+        } else {
+            CacheStats::count(&self.stats.bypassed);
+        }
+
+        let value = load().await?;
+        let Some(generation) = generation else {
+            return Ok(Fetched::Loaded {
+                value,
+                stored: None,
+            });
+        };
+        let (cursor, body) = value.encode()?;
+        let entry = Entry {
+            generation,
+            cursor,
+            body,
+        };
+        let raw = entry.encode();
+        let stored = self.cache.set(key, &raw, self.config.cache_ttl);
+        if let Err(e) = self.bounded(stored).await {
+            self.failed(&e);
+        }
+        Ok(Fetched::Loaded {
+            value,
+            stored: Some(entry),
+        })
+    }
+
+    /// Runs a write against the store, then invalidates what it may have changed before the
+    /// result is returned. A write that is refused before it touches anything (not found, a
+    /// duplicate, invalid) changes nothing; one that failed otherwise may have committed, so it
+    /// invalidates too. If this future is dropped before the invalidation is confirmed, the write
+    /// counts as missed.
+    pub(crate) async fn write<T>(&self, op: impl Future<Output = Result<T>>) -> Result<T> {
+        let unconfirmed = MissedOnDrop(Some(&self.missed));
+        let result = op.await;
+        if matches!(
+            result,
+            Ok(_) | Err(Error::StoreUnavailable(_) | Error::Internal(_))
+        ) {
+            self.invalidate().await;
+        }
+        unconfirmed.disarm();
+        result
+    }
+
+    /// Makes every cached user and page stale; if the cache cannot be told now, the write counts
+    /// as missed and the cache is re-synchronised before it is read again.
+    async fn invalidate(&self) {
+        if !self.usable().await {
+            self.missed.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+        if let Err(e) = self.bounded(self.cache.incr(GENERATION_KEY)).await {
+            self.missed.fetch_add(1, Ordering::AcqRel);
+            self.failed(&e);
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn failed(&self, error: &Error) {
+        CacheStats::count(&self.stats.errors);
+        let backoff = self.config.cache_backoff.as_millis() as u64;
+        // The deadline first: a reader that sees the flag must not see an old, passed deadline.
+        self.retry_at_ms
+            .store(self.now_ms() + backoff, Ordering::Release);
+        let was_broken = self.broken.swap(true, Ordering::AcqRel);
+        if !was_broken {
+            tracing::warn!(error = %error, source = ?std::error::Error::source(error),
+                "cache failed; serving from the store and bypassing the cache for {backoff} ms");
+        }
+    }
+
+    /// Whether the cache may be used now: not within the backoff after a failure, and only once an
+    /// increment sent after the last missed write has succeeded.
+    async fn usable(&self) -> bool {
+        if self.broken.load(Ordering::Acquire) {
+            if self.now_ms() < self.retry_at_ms.load(Ordering::Acquire) {
+                return false;
+            }
+            if self.broken.swap(false, Ordering::AcqRel) {
+                tracing::info!("trying the cache again");
+            }
+        }
+        // Every caller that sees the gap sends its own increment instead of waiting for one in
+        // flight: a few extra increments after an outage cost a few misses, whereas trusting the
+        // cache before an increment has landed would serve what the missed write changed.
+        let missed = self.missed.load(Ordering::Acquire);
+        if self.resynced.load(Ordering::Acquire) < missed {
+            if let Err(e) = self.bounded(self.cache.incr(GENERATION_KEY)).await {
+                self.failed(&e);
+                return false;
+            }
+            self.resynced.fetch_max(missed, Ordering::AcqRel);
+            tracing::info!("cache re-synchronised: writes made while it was unusable are visible");
+        }
+        true
+    }
+}
+
+/// Counts a write as missed when dropped armed: its future was abandoned before the invalidation
+/// was confirmed (or counted as missed by `invalidate` itself).
+struct MissedOnDrop<'a>(Option<&'a AtomicU64>);
+
+impl MissedOnDrop<'_> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for MissedOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(missed) = self.0 {
+            missed.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+fn parse_generation(raw: Option<&[u8]>) -> i64 {
+    raw.and_then(|r| std::str::from_utf8(r).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_decodes_to_what_was_encoded() {
+        for entry in [
+            Entry {
+                generation: 0,
+                cursor: None,
+                body: b"{\"id\":1}\n".to_vec(),
+            },
+            Entry {
+                generation: -3,
+                cursor: Some(UserId(42)),
+                body: b"[]".to_vec(),
+            },
+            Entry {
+                generation: i64::MAX,
+                cursor: None,
+                body: Vec::new(),
+            },
+        ] {
+            assert_eq!(Entry::decode(entry.encode()), Some(entry));
+        }
+    }
+
+    #[test]
+    fn anything_else_is_not_an_entry() {
+        for raw in ["", "7", "7\n{}", "x -\n{}", "7 x\n[]", "\n", "7 -"] {
+            assert_eq!(Entry::decode(raw.as_bytes().to_vec()), None, "{raw:?}");
+        }
+    }
+}

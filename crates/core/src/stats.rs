@@ -1,0 +1,40 @@
+//! Counters of cache use, for metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of cache use, bumped by the cache-aside reads.
+#[derive(Debug, Default)]
+pub(crate) struct CacheStats {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) bypassed: AtomicU64,
+}
+
+/// A point-in-time copy of the cache counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStatsSnapshot {
+    /// Reads answered from the cache.
+    pub hits: u64,
+    /// Reads the cache could not answer (absent or stale), answered by the store.
+    pub misses: u64,
+    /// Cache calls that failed or timed out.
+    pub errors: u64,
+    /// Reads that skipped the cache because it had failed recently.
+    pub bypassed: u64,
+}
+
+impl CacheStats {
+    pub(crate) fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> CacheStatsSnapshot {
+        CacheStatsSnapshot {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            bypassed: self.bypassed.load(Ordering::Relaxed),
+        }
+    }
+}
