@@ -1,0 +1,73 @@
+# The stand-in images built on top of the Debian bases (which build-standins.sh makes with
+# debootstrap, a script because they start from nothing). BuildKit's cache decides what is
+# rebuilt: an unchanged Dockerfile, context and base reuse every layer.
+#
+#   cd deploy/images && docker buildx bake                 # every image below
+#   cd deploy/images && docker buildx bake postgres redis  # just these
+#   REPO=my-test docker buildx bake --print                # what would be built, under other tags
+#
+# build-standins.sh runs this after the bases (and stages the Rust toolchain for "rust").
+
+# Where the images go, and where their Debian bases come from.
+variable "REPO" {
+  default = "userstack-standin"
+}
+variable "BASE_REPO" {
+  default = "userstack-standin"
+}
+# The Rust builder's context: rust/Dockerfile beside this machine's toolchain, staged there by
+# build-standins.sh (no registry, no rustup download).
+variable "RUST_CONTEXT" {
+  default = "/var/cache/userstack-standins/rust-context"
+}
+variable "RUST_VERSION" {
+  default = "1.95.0"
+}
+
+group "default" {
+  targets = ["runtime", "rust", "postgres", "redis"]
+}
+
+# Labels every stand-in carries: what it stands in for, so nobody mistakes it for the original.
+function "standin_labels" {
+  params = [name, stands_in_for, version, description]
+  result = {
+    "org.opencontainers.image.title"       = name
+    "org.opencontainers.image.description" = "Stand-in for ${stands_in_for}, built from Debian packages; NOT the official image. ${description}"
+    "org.opencontainers.image.version"     = version
+    "org.opencontainers.image.source"      = "userstack deploy/images/docker-bake.hcl (Debian packages from the Debian archive)"
+    "org.userstack.standin.for"            = stands_in_for
+  }
+}
+
+target "runtime" {
+  context = "runtime"
+  args    = { BASE_IMAGE = "${BASE_REPO}/debian:bookworm" }
+  tags    = ["${REPO}/distroless-cc:debian12"]
+  labels = standin_labels("${REPO}/distroless-cc:debian12", "gcr.io/distroless/cc-debian12:nonroot", "12",
+  "Files of libc6 libssl3 ca-certificates tzdata base-files netbase libgcc-s1 libgomp1 libstdc++6 (Debian bookworm), nonroot 65532; no shell, no package manager.")
+}
+
+target "rust" {
+  context = RUST_CONTEXT
+  args    = { BASE_IMAGE = "${BASE_REPO}/debian:bookworm", RUST_VERSION = RUST_VERSION }
+  tags    = ["${REPO}/rust:1.95-slim-bookworm"]
+  labels = standin_labels("${REPO}/rust:1.95-slim-bookworm", "rust:1.95-slim-bookworm", RUST_VERSION,
+  "Debian bookworm gcc, libc6-dev, ca-certificates + Rust ${RUST_VERSION} (cargo, rustc, rustdoc, rust-std; no rustup).")
+}
+
+target "postgres" {
+  context = "postgres"
+  args    = { BASE_IMAGE = "${BASE_REPO}/debian:bullseye" }
+  tags    = ["${REPO}/postgres:13"]
+  labels = standin_labels("${REPO}/postgres:13", "postgres:13", "13",
+  "Debian bullseye postgresql-13 with an entrypoint honouring the official image's POSTGRES_* contract.")
+}
+
+target "redis" {
+  context = "redis"
+  args    = { BASE_IMAGE = "${BASE_REPO}/debian:bookworm" }
+  tags    = ["${REPO}/redis:7"]
+  labels = standin_labels("${REPO}/redis:7", "redis:7", "7",
+  "Debian bookworm redis-server 7.0, protected mode off, /data, user redis.")
+}
