@@ -18,6 +18,7 @@ use tracing::Level;
 use crate::config::HttpConfig;
 use crate::error;
 use crate::metrics;
+use crate::overload::{self, InFlight};
 use crate::routes;
 use crate::state::AppState;
 
@@ -31,9 +32,9 @@ pub fn app(state: AppState, http: &HttpConfig) -> Router {
 /// handler that panics, one that outlasts the timeout) in exactly the production stack.
 ///
 /// From the outside in: request id (set, then echoed on the response), tracing, problem bodies
-/// for bare errors, compression, body limit, metrics, timeout, panic catching. Metrics sit inside
-/// the problem layer but outside the timeout and the panic catcher, so timed-out and panicking
-/// requests are counted with the status the client got.
+/// for bare errors, compression, body limit, metrics, load shedding, timeout, panic catching.
+/// Metrics sit inside the problem layer but outside the shedding, the timeout and the panic
+/// catcher, so shed, timed-out and panicking requests are counted with the status the client got.
 pub fn with_layers(router: Router, state: &AppState, http: &HttpConfig) -> Router {
     let outer = ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -60,6 +61,10 @@ pub fn with_layers(router: Router, state: &AppState, http: &HttpConfig) -> Route
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             metrics::track,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            InFlight::new(http.max_in_flight),
+            overload::shed,
         ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -110,7 +110,7 @@ async fn serve(config: &Config) -> Result<(), StartupError> {
             draining,
             config.http.shutdown_delay(),
         ),
-        config.http.shutdown_timeout(),
+        &config.http,
     )
     .await
     .map_err(StartupError::Serve)?;

@@ -155,6 +155,22 @@ pub struct HttpConfig {
     /// rotation. 0 without one; deploy/swarm sets it above HAProxy's check interval.
     #[arg(long, env = "SHUTDOWN_DELAY_SECS", default_value_t = 0)]
     pub shutdown_delay_secs: u64,
+    /// Longest time a client may take to send a request's headers, from the moment the server
+    /// waits for them, before the connection is closed (s). Bounds slowloris clients.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 5)]
+    pub header_read_timeout_secs: u64,
+    /// How long a keep-alive connection may sit with no request in flight before it is closed
+    /// (s).
+    #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+    /// Most open client connections; further ones wait in the listen backlog until one closes.
+    /// Keep it under the process's open-file limit (`ulimit -n`) minus the pools.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Most requests being handled at once; past it a request is answered 503 with
+    /// `Retry-After` at once instead of queueing (health and metrics probes are exempt).
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 512)]
+    pub max_in_flight: usize,
 }
 
 impl HttpConfig {
@@ -166,6 +182,12 @@ impl HttpConfig {
     }
     pub fn shutdown_delay(&self) -> Duration {
         Duration::from_secs(self.shutdown_delay_secs)
+    }
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
     }
 }
 

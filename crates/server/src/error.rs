@@ -15,6 +15,9 @@ use userstack_core::{Error as CoreError, FieldError, Invalid};
 const PROBLEM_JSON: &str = "application/problem+json";
 /// Seconds a client should wait before retrying when the database is unreachable.
 const RETRY_AFTER_SECS: &str = "5";
+/// Seconds a client should wait before retrying a request shed under overload: a moment is
+/// enough for in-flight requests to drain, and spreading retries wider only idles the server.
+const OVERLOAD_RETRY_AFTER_SECS: &str = "1";
 
 /// An RFC 9457 problem.
 #[derive(Debug, Serialize)]
@@ -34,6 +37,7 @@ pub(crate) struct Problem {
 pub(crate) struct ApiError {
     status: StatusCode,
     problem: Problem,
+    retry_after: &'static str,
 }
 
 impl ApiError {
@@ -47,6 +51,20 @@ impl ApiError {
                 detail,
                 errors: Vec::new(),
             },
+            retry_after: RETRY_AFTER_SECS,
+        }
+    }
+
+    /// More requests are in flight than `MAX_IN_FLIGHT`: this one is refused at once rather
+    /// than queued behind them.
+    pub(crate) fn overloaded() -> Self {
+        Self {
+            retry_after: OVERLOAD_RETRY_AFTER_SECS,
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "urn:userstack:problem:overloaded",
+                Some("the server is at its in-flight request limit; retry shortly".into()),
+            )
         }
     }
 
@@ -135,7 +153,7 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(
                 header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECS),
+                HeaderValue::from_static(self.retry_after),
             );
         }
         response

@@ -18,18 +18,13 @@
 //!     Arc::new(InMemoryCache::new()),
 //!     ServiceConfig::default(),
 //! );
-//! let router = app(AppState::without_pools(service), &HttpConfig::default());
+//! let http = HttpConfig::default();
+//! let router = app(AppState::without_pools(service), &http);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! // Shut down at once: a real program passes a signal future instead.
-//! serve(listener, router, async {}, std::time::Duration::from_secs(1)).await
+//! serve(listener, router, async {}, &http).await
 //! # }
 //! ```
-
-use std::future::Future;
-use std::time::Duration;
-
-use axum::Router;
-use tokio::net::TcpListener;
 
 mod app;
 pub mod cli;
@@ -37,45 +32,17 @@ pub mod config;
 pub mod drain;
 mod error;
 pub mod metrics;
+mod overload;
 mod routes;
+mod serve;
 pub mod startup;
 mod state;
 
 pub use app::{app, with_layers};
 pub use config::{Config, HttpConfig};
 pub use drain::Draining;
+pub use serve::serve;
 pub use state::AppState;
-
-/// Serves `router` on `listener` until `shutdown` completes, then stops accepting and lets
-/// in-flight requests finish for at most `drain` before returning.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    drain: Duration,
-) -> std::io::Result<()> {
-    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutting down: no new connections, draining in-flight requests");
-        let _ = signalled_tx.send(());
-    });
-    let server = server.into_future();
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => result,
-        () = async {
-            // Never resolves unless shutdown began: a dropped sender means the server ended.
-            if signalled_rx.await.is_err() {
-                std::future::pending::<()>().await;
-            }
-            tokio::time::sleep(drain).await;
-        } => {
-            tracing::warn!(?drain, "in-flight requests did not finish in time; exiting anyway");
-            Ok(())
-        }
-    }
-}
 
 /// Completes on SIGTERM (`docker stop`) or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
