@@ -61,8 +61,12 @@ async fn start_app(http: HttpConfig) -> Running {
 
 /// Waits up to `within` for the server to close `stream`; true if it did.
 async fn closed_by_server(stream: &mut TcpStream, within: Duration) -> bool {
+    closed_before(stream, tokio::time::Instant::now() + within).await
+}
+
+/// Whether the server closes `stream` before `deadline`.
+async fn closed_before(stream: &mut TcpStream, deadline: tokio::time::Instant) -> bool {
     let mut buf = [0u8; 1024];
-    let deadline = tokio::time::Instant::now() + within;
     loop {
         match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
             Err(_) => return false,
@@ -108,9 +112,10 @@ async fn slowloris_connections_do_not_slow_others_and_are_closed_after_the_heade
     for stream in &mut slow[..10] {
         stream.write_all(b"X-More: 1\r\n").await.unwrap();
     }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
     let mut open = 0;
     for stream in &mut slow {
-        if !closed_by_server(stream, Duration::from_secs(4)).await {
+        if !closed_before(stream, deadline).await {
             open += 1;
         }
     }
