@@ -115,18 +115,21 @@ async fn a_stop_fails_readiness_first_and_keeps_serving_for_the_delay() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let (trigger, signal) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(
-        listener,
-        router,
-        userstack_server::drain::after_readiness_fails(
+    let draining = state.draining.clone();
+    let server = tokio::spawn(async move {
+        let http = HttpConfig {
+            shutdown_timeout_secs: 5,
+            ..HttpConfig::default()
+        };
+        let shutdown = userstack_server::drain::after_readiness_fails(
             async move {
                 let _ = signal.await;
             },
-            state.draining.clone(),
+            draining,
             delay,
-        ),
-        Duration::from_secs(5),
-    ));
+        );
+        serve(listener, router, shutdown, &http).await
+    });
     // A fresh connection per request: what a load balancer opening new ones would see.
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
