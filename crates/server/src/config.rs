@@ -79,13 +79,31 @@ pub struct DatabaseConfig {
     /// Most PostgreSQL connections held by this process.
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = PgSettings::default().pool_size)]
     pub database_pool_size: u32,
-    /// Longest wait for a PostgreSQL connection before a request fails with 503 (ms).
+    /// Longest one database operation may take, on this process's clock: a pooled connection
+    /// (or a new one) plus its statement. Past it the request fails with 503, and a connection
+    /// left waiting on a hung server is discarded (ms).
     #[arg(
         long,
         env = "DATABASE_TIMEOUT_MS",
         default_value_t = millis(PgSettings::default().connection_timeout)
     )]
     pub database_timeout_ms: u64,
+    /// PostgreSQL's `statement_timeout` for the pool's connections: the server cancels longer
+    /// statements itself (ms). Keep it under DATABASE_TIMEOUT_MS.
+    #[arg(
+        long,
+        env = "DATABASE_STATEMENT_TIMEOUT_MS",
+        default_value_t = millis(PgSettings::default().statement_timeout)
+    )]
+    pub database_statement_timeout_ms: u64,
+    /// PostgreSQL's `lock_timeout` while migrating: a schema change that waits longer for a
+    /// table lock gives up instead of blocking every query on that table (ms).
+    #[arg(
+        long,
+        env = "DATABASE_MIGRATION_LOCK_TIMEOUT_MS",
+        default_value_t = millis(PgSettings::default().migration_lock_timeout)
+    )]
+    pub database_migration_lock_timeout_ms: u64,
     /// How long start-up waits for PostgreSQL to accept connections (s).
     #[arg(long, env = "DATABASE_STARTUP_TIMEOUT_SECS", default_value_t = 60)]
     pub database_startup_timeout_secs: u64,
@@ -257,6 +275,9 @@ impl DatabaseConfig {
         if self.database_pool_size == 0 {
             return Err(ConfigError::Zero("DATABASE_POOL_SIZE"));
         }
+        if self.database_timeout_ms == 0 {
+            return Err(ConfigError::Zero("DATABASE_TIMEOUT_MS"));
+        }
         let mut config = match &self.database_url {
             Some(url) => url
                 .parse::<tokio_postgres::Config>()
@@ -285,6 +306,8 @@ impl DatabaseConfig {
             config,
             pool_size: self.database_pool_size,
             connection_timeout: Duration::from_millis(self.database_timeout_ms),
+            statement_timeout: Duration::from_millis(self.database_statement_timeout_ms),
+            migration_lock_timeout: Duration::from_millis(self.database_migration_lock_timeout_ms),
         })
     }
 
@@ -340,6 +363,11 @@ mod tests {
         );
         assert_eq!(pg.pool_size, pg_default.pool_size);
         assert_eq!(pg.connection_timeout, pg_default.connection_timeout);
+        assert_eq!(pg.statement_timeout, pg_default.statement_timeout);
+        assert_eq!(
+            pg.migration_lock_timeout,
+            pg_default.migration_lock_timeout
+        );
 
         let (redis, redis_default) = (config.cache.settings().unwrap(), RedisSettings::default());
         assert_eq!(redis.url, redis_default.url);

@@ -43,7 +43,7 @@ pub async fn migrate_when_reachable(
     loop {
         match repo.migrate().await {
             Ok(applied) => return Ok(applied),
-            Err(e @ PgError::Connect(_)) if !e.is_permanent() => {
+            Err(e @ (PgError::Connect(_) | PgError::ConnectTimeout(_))) if !e.is_permanent() => {
                 if started.elapsed() + delay > limit {
                     return Err(StartupError::DatabaseTimeout(limit, e));
                 }

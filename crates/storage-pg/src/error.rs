@@ -11,7 +11,10 @@ pub enum Error {
     #[error("cannot connect to PostgreSQL: {}", describe(.0))]
     Connect(#[source] tokio_postgres::Error),
 
-    #[error("migration {version} ({name}) failed: {source}")]
+    #[error("PostgreSQL did not complete the connection within {0:?}")]
+    ConnectTimeout(std::time::Duration),
+
+    #[error("migration {version} ({name}) failed: {}", describe(.source))]
     Migration {
         version: i32,
         name: &'static str,
@@ -24,7 +27,7 @@ pub enum Error {
     )]
     UnknownMigration(i32),
 
-    #[error("PostgreSQL query failed: {0}")]
+    #[error("PostgreSQL query failed: {}", describe(.0))]
     Query(#[source] tokio_postgres::Error),
 }
 
@@ -34,6 +37,7 @@ impl Error {
     pub fn is_permanent(&self) -> bool {
         let code = match self {
             Error::Connect(e) => e.code(),
+            Error::ConnectTimeout(_) => return false,
             _ => return true,
         };
         code.is_some_and(|c| {

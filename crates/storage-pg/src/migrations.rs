@@ -4,6 +4,8 @@
 //! turns, and each migration runs in its own transaction together with its bookkeeping row, so a
 //! failure leaves the schema at the previous version.
 
+use std::time::Duration;
+
 use tokio_postgres::Client;
 
 use crate::error::Error;
@@ -26,9 +28,25 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
 const LOCK_KEY: i64 = 0x7573_6572_7374_636b;
 
 /// Applies the migrations `client`'s database lacks; returns the versions applied now.
-pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, Error> {
+///
+/// Waiting for another replica's migrations is unbounded (they finish, or their session dies and
+/// releases the lock), and so are the migrations' statements (a schema change may take long on
+/// a big table); waiting for a table lock is bounded by `lock_timeout`, because a schema change
+/// queued behind a long transaction blocks every query on that table while it waits.
+pub async fn migrate(client: &mut Client, lock_timeout: Duration) -> Result<Vec<i32>, Error> {
+    client
+        .batch_execute("SET statement_timeout = 0; SET lock_timeout = 0")
+        .await
+        .map_err(Error::Query)?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
+        .await
+        .map_err(Error::Query)?;
+    client
+        .batch_execute(&format!(
+            "SET lock_timeout = {}",
+            lock_timeout.as_millis().max(1)
+        ))
         .await
         .map_err(Error::Query)?;
     let result = apply_pending(client).await;

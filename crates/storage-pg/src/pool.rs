@@ -1,9 +1,14 @@
 //! The connection pool: bb8 over bb8-postgres, with this crate's statements prepared once per
 //! connection.
 
+use std::time::Duration;
+
 use bb8::ManageConnection;
 use bb8_postgres::PostgresConnectionManager;
 use tokio_postgres::{Client, NoTls, Statement};
+use userstack_core::Error as CoreError;
+
+use crate::error::classify;
 
 /// Every statement the repository runs. Prepared when a connection is first used and reused for
 /// its lifetime, so a request costs one round trip (bind + execute), not two (parse, then run).
@@ -64,44 +69,71 @@ impl Statements {
 pub(crate) struct PgConnection {
     client: Client,
     statements: Option<Statements>,
+    /// Set while a statement is in flight. Still set when the connection comes back to the pool
+    /// means its operation was abandoned mid-statement (its deadline passed): the server may never
+    /// answer, or answer late, so the connection is discarded rather than handed out again.
+    in_statement: bool,
 }
 
 impl PgConnection {
-    /// The prepared statements, preparing them on first use. Lazily, because a pool may open a
-    /// connection before the migrations have created the tables.
+    /// The prepared statements, preparing them on first use (lazily, because a pool may open a
+    /// connection before the migrations have created the tables). Marks a statement in flight
+    /// until [`PgConnection::settled`].
     pub(crate) async fn prepared(
         &mut self,
     ) -> Result<(&Client, &Statements), tokio_postgres::Error> {
+        self.in_statement = true;
         if self.statements.is_none() {
             self.statements = Some(Statements::prepare(&self.client).await?);
         }
         let statements = self.statements.as_ref().expect("prepared above");
         Ok((&self.client, statements))
     }
+
+    /// The statement's answer has arrived (success or error): the connection may be reused.
+    pub(crate) fn settled(&mut self) {
+        self.in_statement = false;
+    }
 }
 
-/// bb8-postgres's manager plus statement preparation and a free validity check.
+/// bb8-postgres's manager plus statement preparation, a deadline on connecting, and a free
+/// validity check.
 #[derive(Debug)]
 pub(crate) struct Manager {
     inner: PostgresConnectionManager<NoTls>,
+    connect_timeout: Duration,
 }
 
 impl Manager {
-    pub(crate) fn new(config: tokio_postgres::Config) -> Self {
+    /// `connect_timeout` bounds the whole connection set-up, handshake included: the driver's own
+    /// `connect_timeout` covers only the TCP connect, and a frozen server accepts TCP connections
+    /// (the kernel does) but never finishes the handshake.
+    pub(crate) fn new(config: tokio_postgres::Config, connect_timeout: Duration) -> Self {
         Self {
             inner: PostgresConnectionManager::new(config, NoTls),
+            connect_timeout,
         }
     }
 }
 
 impl ManageConnection for Manager {
     type Connection = PgConnection;
-    type Error = tokio_postgres::Error;
+    type Error = CoreError;
 
     async fn connect(&self) -> Result<PgConnection, Self::Error> {
+        let client = tokio::time::timeout(self.connect_timeout, self.inner.connect())
+            .await
+            .map_err(|_| {
+                CoreError::store_unavailable(format!(
+                    "connecting to PostgreSQL took longer than {:?}",
+                    self.connect_timeout
+                ))
+            })?
+            .map_err(classify)?;
         Ok(PgConnection {
-            client: self.inner.connect().await?,
+            client,
             statements: None,
+            in_statement: false,
         })
     }
 
@@ -110,13 +142,12 @@ impl ManageConnection for Manager {
     /// out every dead connection before a request gets it.
     async fn is_valid(&self, conn: &mut PgConnection) -> Result<(), Self::Error> {
         if conn.client.is_closed() {
-            // `simple_query` on a closed client fails at once with the driver's "closed" error.
-            conn.client.simple_query("").await?;
+            return Err(CoreError::store_unavailable("the connection is closed"));
         }
         Ok(())
     }
 
     fn has_broken(&self, conn: &mut PgConnection) -> bool {
-        conn.client.is_closed()
+        conn.client.is_closed() || conn.in_statement
     }
 }

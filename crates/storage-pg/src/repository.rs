@@ -1,5 +1,6 @@
 //! [`UserRepository`] on PostgreSQL.
 
+use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,14 +16,26 @@ use crate::pool::Manager;
 
 /// How the adapter connects. `Default` matches the original deployment: `db:5432`, database
 /// `mydb`, user `postgres`, password `password`.
+///
+/// A PostgreSQL that hangs (frozen, or behind a cut network) must not hold requests for as long as
+/// it hangs, nor pin every pooled connection: every operation has a client-side deadline
+/// (`connection_timeout`), a connection whose statement outlived it is discarded rather than
+/// reused, opening a connection has the same deadline, the server cancels statements itself after
+/// `statement_timeout`, and TCP keepalives find a peer that vanished.
 #[derive(Debug, Clone)]
 pub struct PgSettings {
     pub config: tokio_postgres::Config,
     /// Most connections the pool opens.
     pub pool_size: u32,
-    /// Longest wait for a connection (checking one out, or opening one); past it the operation
-    /// fails with `StoreUnavailable`.
+    /// Longest one operation may take on the client's clock: checking a connection out (or
+    /// opening one) plus its statement. Past it the operation fails with `StoreUnavailable`.
     pub connection_timeout: Duration,
+    /// The server's `statement_timeout` for pooled connections: below `connection_timeout`, so
+    /// that on a live but slow server the server cancels the statement and the connection is kept.
+    pub statement_timeout: Duration,
+    /// The `lock_timeout` of migrations: a schema change queued behind a long transaction's lock
+    /// blocks every query on that table, so it gives up instead (and start-up fails, loudly).
+    pub migration_lock_timeout: Duration,
 }
 
 impl Default for PgSettings {
@@ -39,8 +52,39 @@ impl Default for PgSettings {
             config,
             pool_size: 16,
             connection_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_millis(1500),
+            migration_lock_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// TCP keepalive probes after this much silence, every `KEEPALIVE_INTERVAL`, `KEEPALIVE_RETRIES`
+/// times: a server that vanished without a FIN or RST (a cut network, a dead host) is noticed in
+/// about 30 s instead of the kernel's default two hours.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_RETRIES: u32 = 3;
+/// Data sent but not acknowledged for this long closes the connection (Linux `TCP_USER_TIMEOUT`).
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `config` with this adapter's socket protections, unless the URL chose its own.
+fn protected(mut config: tokio_postgres::Config, settings: &PgSettings) -> tokio_postgres::Config {
+    config.connect_timeout(settings.connection_timeout);
+    config.keepalives(true);
+    if config.get_keepalives_idle() == tokio_postgres::Config::new().get_keepalives_idle()
+    {
+        config.keepalives_idle(KEEPALIVE_IDLE);
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(KEEPALIVE_INTERVAL);
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(KEEPALIVE_RETRIES);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+    config
 }
 
 /// Pool occupancy, for metrics.
@@ -61,40 +105,37 @@ impl PgUserRepository {
     /// Builds the pool without connecting: connections are opened on demand, so this succeeds
     /// while the database is still starting (see [`PgUserRepository::migrate`] to wait for it).
     pub fn new(settings: PgSettings) -> Self {
-        let PgSettings {
-            mut config,
-            pool_size,
-            connection_timeout,
-        } = settings;
-        config.connect_timeout(connection_timeout);
+        let config = protected(settings.config.clone(), &settings);
+        let mut pooled = config.clone();
+        let options = format!(
+            "{} -c statement_timeout={}",
+            pooled.get_options().unwrap_or_default(),
+            settings.statement_timeout.as_millis()
+        );
+        pooled.options(options.trim_start());
         let pool = Pool::builder()
-            .max_size(pool_size)
-            .min_idle(Some(pool_size.min(4)))
-            .connection_timeout(connection_timeout)
+            .max_size(settings.pool_size)
+            .min_idle(Some(settings.pool_size.min(4)))
+            .connection_timeout(settings.connection_timeout)
             // Our is_valid is a local check, not a round trip; see Manager::is_valid.
             .test_on_check_out(true)
-            .build_unchecked(Manager::new(config.clone()));
+            .build_unchecked(Manager::new(pooled, settings.connection_timeout));
         Self {
             pool,
-            settings: PgSettings {
-                config,
-                pool_size,
-                connection_timeout,
-            },
+            settings: PgSettings { config, ..settings },
         }
     }
 
     /// Applies pending schema migrations on a dedicated connection; safe to run from several
     /// replicas at once. Returns the versions applied now.
     pub async fn migrate(&self) -> std::result::Result<Vec<i32>, Error> {
-        let (mut client, connection) = self
-            .settings
-            .config
-            .connect(tokio_postgres::NoTls)
+        let connect = self.settings.config.connect(tokio_postgres::NoTls);
+        let (mut client, connection) = tokio::time::timeout(self.settings.connection_timeout, connect)
             .await
+            .map_err(|_| Error::ConnectTimeout(self.settings.connection_timeout))?
             .map_err(Error::Connect)?;
         let driver = tokio::spawn(connection);
-        let result = migrations::migrate(&mut client).await;
+        let result = migrations::migrate(&mut client, self.settings.migration_lock_timeout).await;
         drop(client);
         let _ = driver.await;
         result
@@ -110,11 +151,25 @@ impl PgUserRepository {
 
     async fn conn(&self) -> Result<PooledConnection<'_, Manager>> {
         self.pool.get().await.map_err(|e| match e {
-            RunError::User(e) => classify(e),
+            RunError::User(e) => e,
             RunError::TimedOut => {
                 CoreError::store_unavailable("timed out waiting for a database connection")
             }
         })
+    }
+
+    /// Runs one operation under the client-side deadline. If the deadline passes while a
+    /// statement is in flight, the connection is dropped with the future, and the pool discards
+    /// it (see `PgConnection::prepared`), so a hung server pins no pooled connection.
+    async fn deadline<T>(&self, operation: impl Future<Output = Result<T>>) -> Result<T> {
+        let limit = self.settings.connection_timeout;
+        tokio::time::timeout(limit, operation)
+            .await
+            .unwrap_or_else(|_| {
+                Err(CoreError::store_unavailable(format!(
+                    "PostgreSQL did not answer within {limit:?}"
+                )))
+            })
     }
 }
 
@@ -132,62 +187,82 @@ fn user_from(row: &Row) -> User {
 impl UserRepository for PgUserRepository {
     async fn create(&self, user: &NewUser) -> Result<User> {
         let (name, email) = (user.name.as_str(), user.email.as_str());
-        let mut conn = self.conn().await?;
-        let (client, s) = conn.prepared().await.map_err(classify)?;
-        match client.query_one(&s.insert, &[&name, &email]).await {
-            Ok(row) => Ok(user_from(&row)),
-            Err(e) if is_unique_violation(&e) => Err(CoreError::DuplicateEmail(email.into())),
-            Err(e) => Err(classify(e)),
-        }
+        self.deadline(async {
+            let mut conn = self.conn().await?;
+            let (client, s) = conn.prepared().await.map_err(classify)?;
+            let result = client.query_one(&s.insert, &[&name, &email]).await;
+            conn.settled();
+            match result {
+                Ok(row) => Ok(user_from(&row)),
+                Err(e) if is_unique_violation(&e) => Err(CoreError::DuplicateEmail(email.into())),
+                Err(e) => Err(classify(e)),
+            }
+        })
+        .await
     }
 
     async fn get(&self, id: UserId) -> Result<Option<User>> {
-        let mut conn = self.conn().await?;
-        let (client, s) = conn.prepared().await.map_err(classify)?;
-        let row = client.query_opt(&s.get, &[&id.0]).await.map_err(classify)?;
-        Ok(row.as_ref().map(user_from))
+        self.deadline(async {
+            let mut conn = self.conn().await?;
+            let (client, s) = conn.prepared().await.map_err(classify)?;
+            let row = client.query_opt(&s.get, &[&id.0]).await;
+            conn.settled();
+            Ok(row.map_err(classify)?.as_ref().map(user_from))
+        })
+        .await
     }
 
     async fn list(&self, page: PageRequest) -> Result<Vec<User>> {
         let after = page.after().map_or(i64::MIN, |a| a.0);
         let limit = i64::from(page.limit());
-        let mut conn = self.conn().await?;
-        let (client, s) = conn.prepared().await.map_err(classify)?;
-        let rows = client
-            .query(&s.list, &[&after, &limit])
-            .await
-            .map_err(classify)?;
-        Ok(rows.iter().map(user_from).collect())
+        self.deadline(async {
+            let mut conn = self.conn().await?;
+            let (client, s) = conn.prepared().await.map_err(classify)?;
+            let rows = client.query(&s.list, &[&after, &limit]).await;
+            conn.settled();
+            Ok(rows.map_err(classify)?.iter().map(user_from).collect())
+        })
+        .await
     }
 
     async fn update(&self, id: UserId, patch: &UserPatch) -> Result<Option<User>> {
         let name = patch.name.as_ref().map(|n| n.as_str());
         let email = patch.email.as_ref().map(|e| e.as_str());
-        let mut conn = self.conn().await?;
-        let (client, s) = conn.prepared().await.map_err(classify)?;
-        match client.query_opt(&s.update, &[&id.0, &name, &email]).await {
-            Ok(row) => Ok(row.as_ref().map(user_from)),
-            Err(e) if is_unique_violation(&e) => {
-                Err(CoreError::DuplicateEmail(email.unwrap_or_default().into()))
+        self.deadline(async {
+            let mut conn = self.conn().await?;
+            let (client, s) = conn.prepared().await.map_err(classify)?;
+            let result = client.query_opt(&s.update, &[&id.0, &name, &email]).await;
+            conn.settled();
+            match result {
+                Ok(row) => Ok(row.as_ref().map(user_from)),
+                Err(e) if is_unique_violation(&e) => {
+                    Err(CoreError::DuplicateEmail(email.unwrap_or_default().into()))
+                }
+                Err(e) => Err(classify(e)),
             }
-            Err(e) => Err(classify(e)),
-        }
+        })
+        .await
     }
 
     async fn delete(&self, id: UserId) -> Result<bool> {
-        let mut conn = self.conn().await?;
-        let (client, s) = conn.prepared().await.map_err(classify)?;
-        let n = client
-            .execute(&s.delete, &[&id.0])
-            .await
-            .map_err(classify)?;
-        Ok(n == 1)
+        self.deadline(async {
+            let mut conn = self.conn().await?;
+            let (client, s) = conn.prepared().await.map_err(classify)?;
+            let n = client.execute(&s.delete, &[&id.0]).await;
+            conn.settled();
+            Ok(n.map_err(classify)? == 1)
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<()> {
-        let mut conn = self.conn().await?;
-        let (client, _) = conn.prepared().await.map_err(classify)?;
-        client.simple_query("").await.map_err(classify)?;
-        Ok(())
+        self.deadline(async {
+            let mut conn = self.conn().await?;
+            let (client, _) = conn.prepared().await.map_err(classify)?;
+            let result = client.simple_query("").await;
+            conn.settled();
+            result.map(drop).map_err(classify)
+        })
+        .await
     }
 }

@@ -151,6 +151,40 @@ impl TestPostgres {
         self.managed().pg_ctl_start();
     }
 
+    /// Crashes the server (`pg_ctl stop -m immediate`: every process exits at once, no
+    /// checkpoint; the next start replays the WAL). Start it again with [`TestPostgres::restart`].
+    pub fn crash(&self) {
+        self.managed()
+            .run("pg_ctl", &["-D", "data", "-m", "immediate", "-w", "stop"]);
+    }
+
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the whole server, postmaster and every backend:
+    /// the kernel still accepts connections and acknowledges data, but nothing answers, as with
+    /// a hung host or a stalled disk.
+    pub fn freeze(&self, frozen: bool) {
+        let managed = self.managed();
+        let pid_file = managed.dir.path().join("data/postmaster.pid");
+        let postmaster: u32 = std::fs::read_to_string(&pid_file)
+            .expect("the server is running")
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("postmaster.pid starts with the pid");
+        // The postmaster first when freezing, so that it forks no new backend meanwhile; last
+        // when thawing, so that the backends are running when it hands them work.
+        let mut pids = vec![postmaster];
+        pids.extend(children_of(postmaster));
+        if !frozen {
+            pids.reverse();
+        }
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        for pid in pids {
+            let _ = Command::new("kill")
+                .args([signal, &pid.to_string()])
+                .status();
+        }
+    }
+
     fn managed(&self) -> &Managed {
         self.managed.as_ref().expect(
             "this test stops PostgreSQL, so it needs its own server: unset TEST_DATABASE_URL",
@@ -265,6 +299,22 @@ fn postgres_user_if_root() -> Option<(u32, u32)> {
             panic!("running as root, and there is no 'postgres' user to run PostgreSQL as (Debian: apt-get install postgresql)")
         });
     Some((entry[2].parse().unwrap(), entry[3].parse().unwrap()))
+}
+
+/// The processes whose parent is `parent`, from /proc.
+fn children_of(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // "pid (comm) state ppid …"; comm may hold spaces and parentheses.
+            let ppid: u32 = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == parent).then_some(pid)
+        })
+        .collect()
 }
 
 fn free_port() -> u16 {
