@@ -364,10 +364,7 @@ mod tests {
         assert_eq!(pg.pool_size, pg_default.pool_size);
         assert_eq!(pg.connection_timeout, pg_default.connection_timeout);
         assert_eq!(pg.statement_timeout, pg_default.statement_timeout);
-        assert_eq!(
-            pg.migration_lock_timeout,
-            pg_default.migration_lock_timeout
-        );
+        assert_eq!(pg.migration_lock_timeout, pg_default.migration_lock_timeout);
 
         let (redis, redis_default) = (config.cache.settings().unwrap(), RedisSettings::default());
         assert_eq!(redis.url, redis_default.url);

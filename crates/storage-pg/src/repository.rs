@@ -71,8 +71,7 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 fn protected(mut config: tokio_postgres::Config, settings: &PgSettings) -> tokio_postgres::Config {
     config.connect_timeout(settings.connection_timeout);
     config.keepalives(true);
-    if config.get_keepalives_idle() == tokio_postgres::Config::new().get_keepalives_idle()
-    {
+    if config.get_keepalives_idle() == tokio_postgres::Config::new().get_keepalives_idle() {
         config.keepalives_idle(KEEPALIVE_IDLE);
     }
     if config.get_keepalives_interval().is_none() {
@@ -130,10 +129,11 @@ impl PgUserRepository {
     /// replicas at once. Returns the versions applied now.
     pub async fn migrate(&self) -> std::result::Result<Vec<i32>, Error> {
         let connect = self.settings.config.connect(tokio_postgres::NoTls);
-        let (mut client, connection) = tokio::time::timeout(self.settings.connection_timeout, connect)
-            .await
-            .map_err(|_| Error::ConnectTimeout(self.settings.connection_timeout))?
-            .map_err(Error::Connect)?;
+        let (mut client, connection) =
+            tokio::time::timeout(self.settings.connection_timeout, connect)
+                .await
+                .map_err(|_| Error::ConnectTimeout(self.settings.connection_timeout))?
+                .map_err(Error::Connect)?;
         let driver = tokio::spawn(connection);
         let result = migrations::migrate(&mut client, self.settings.migration_lock_timeout).await;
         drop(client);

@@ -162,14 +162,7 @@ impl TestPostgres {
     /// the kernel still accepts connections and acknowledges data, but nothing answers, as with
     /// a hung host or a stalled disk.
     pub fn freeze(&self, frozen: bool) {
-        let managed = self.managed();
-        let pid_file = managed.dir.path().join("data/postmaster.pid");
-        let postmaster: u32 = std::fs::read_to_string(&pid_file)
-            .expect("the server is running")
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse().ok())
-            .expect("postmaster.pid starts with the pid");
+        let postmaster = self.managed().postmaster().expect("the server is running");
         // The postmaster first when freezing, so that it forks no new backend meanwhile; last
         // when thawing, so that the backends are running when it hands them work.
         let mut pids = vec![postmaster];
@@ -181,6 +174,7 @@ impl TestPostgres {
         for pid in pids {
             let _ = Command::new("kill")
                 .args([signal, &pid.to_string()])
+                .stderr(std::process::Stdio::null())
                 .status();
         }
     }
@@ -193,6 +187,17 @@ impl TestPostgres {
 }
 
 impl Managed {
+    /// The postmaster's pid, from the first line of `postmaster.pid`, while it runs.
+    fn postmaster(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bin.join(program));
         cmd.current_dir(self.dir.path());
@@ -243,6 +248,16 @@ impl Managed {
 
 impl Drop for Managed {
     fn drop(&mut self) {
+        // A test that failed while the server was frozen: a stopped process cannot act on the
+        // shutdown signal, so thaw it first.
+        if let Some(postmaster) = self.postmaster() {
+            for pid in std::iter::once(postmaster).chain(children_of(postmaster)) {
+                let _ = Command::new("kill")
+                    .args(["-CONT", &pid.to_string()])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
         // Immediate: nothing to keep, and the directory is removed next.
         let _ = self
             .command("pg_ctl")
@@ -311,7 +326,13 @@ fn children_of(parent: u32) -> Vec<u32> {
             let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
             // "pid (comm) state ppid …"; comm may hold spaces and parentheses.
-            let ppid: u32 = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
             (ppid == parent).then_some(pid)
         })
         .collect()
