@@ -103,8 +103,9 @@ pub struct PgUserRepository {
 impl PgUserRepository {
     /// Builds the pool without connecting: connections are opened on demand, so this succeeds
     /// while the database is still starting (see [`PgUserRepository::migrate`] to wait for it).
-    pub fn new(settings: PgSettings) -> Self {
-        let config = protected(settings.config.clone(), &settings);
+    pub fn new(mut settings: PgSettings) -> Self {
+        settings.config = protected(std::mem::take(&mut settings.config), &settings);
+        let config = &settings.config;
         let mut pooled = config.clone();
         let options = format!(
             "{} -c statement_timeout={}",
@@ -119,10 +120,7 @@ impl PgUserRepository {
             // Our is_valid is a local check, not a round trip; see Manager::is_valid.
             .test_on_check_out(true)
             .build_unchecked(Manager::new(pooled, settings.connection_timeout));
-        Self {
-            pool,
-            settings: PgSettings { config, ..settings },
-        }
+        Self { pool, settings }
     }
 
     /// Applies pending schema migrations on a dedicated connection; safe to run from several
