@@ -29,6 +29,10 @@ RUN --mount=type=cache,id=userstack-cargo-registry,target=/usr/local/cargo/regis
     --mount=type=secret,id=extra_ca,target=/run/secrets/extra_ca \
     set -eu; \
     if [ -s /run/secrets/extra_ca ]; then export CARGO_HTTP_CAINFO=/run/secrets/extra_ca; fi; \
+    # The target cache is shared by every build on this engine, other checkouts included, and
+    # cargo trusts mtimes: make the copied sources newer than anything in it, so the workspace
+    # crates are always built from them (dependencies stay cached).
+    find crates -type f -exec touch {} +; \
     cargo build --release --locked -p userstack-server; \
     install -D -m 0755 target/release/userstack /out/userstack
 

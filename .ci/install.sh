@@ -2,6 +2,7 @@
 # Installs, on a fresh Debian bookworm machine (as root), everything the tests, the deploy paths,
 # the report and the benchmark need. Idempotent: installs only what is missing.
 set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 packages=(
     # the Rust integration tests start their own servers from these
@@ -28,22 +29,12 @@ if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q
     pg_ctlcluster --force "$(pg_lsclusters -h | awk 'NR==1{print $1}')" main stop 2>/dev/null || true
 fi
 
-# Compose v2 and buildx are not in bookworm; trixie's packages are static Go binaries that run
-# here as CLI plugins. Fetched with a private apt state so the system's sources stay untouched.
-plugins=/usr/local/lib/docker/cli-plugins
-if ! docker compose version >/dev/null 2>&1 || ! docker buildx version >/dev/null 2>&1; then
-    echo "==> installing docker compose v2 and buildx from Debian trixie"
-    state=$(mktemp -d)
-    chmod 0755 "$state" # apt downloads as _apt
-    mkdir -p "$state/lists/partial" "$state/archives/partial" "$plugins"
-    echo "deb http://deb.debian.org/debian trixie main" >"$state/sources.list"
-    apt_opts=(-o "Dir::Etc::SourceList=$state/sources.list" -o "Dir::Etc::SourceParts=-"
-        -o "Dir::State::Lists=$state/lists" -o "Dir::Cache::Archives=$state/archives")
-    apt-get "${apt_opts[@]}" update -qq
-    (cd "$state" && apt-get "${apt_opts[@]}" download docker-compose docker-buildx >/dev/null)
-    for deb in "$state"/*.deb; do dpkg -x "$deb" "$state/root"; done
-    install -m 0755 "$state"/root/usr/libexec/docker/cli-plugins/* "$plugins/"
-    rm -rf "$state"
-fi
+# Compose v2 and buildx are not in bookworm: the same code the deploy scripts use installs them
+# from Debian trixie's packages when missing (as root: into /usr/local/lib/docker/cli-plugins).
+# shellcheck source-path=SCRIPTDIR source=../deploy/lib/common.sh
+source deploy/lib/common.sh
+# shellcheck source-path=SCRIPTDIR source=../deploy/lib/cli-plugins.sh
+source deploy/lib/cli-plugins.sh
+ensure_cli_plugins buildx compose
 docker compose version
 docker buildx version

@@ -44,6 +44,9 @@ deploy() {
     stage compose-config docker compose -f deploy/compose/compose.yaml config --quiet
     stage standins deploy/images/build-standins.sh
     stage standins-contract tests/e2e/standins.sh
+    # The README's first command on a Docker CLI without plugins (builds the app image, which the
+    # report stage then reuses).
+    stage newcomer tests/e2e/newcomer.sh
 }
 
 # The report runs task 1 and task 2 end to end (tests/e2e/manual.sh, tests/e2e/compose.sh) and

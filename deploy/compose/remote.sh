@@ -30,6 +30,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=../lib/common.sh
 source "$here/../lib/common.sh"
+# shellcheck source-path=SCRIPTDIR source=../lib/cli-plugins.sh
+source "$here/../lib/cli-plugins.sh"
 
 COMPOSE_FILE=$here/compose.yaml
 PROJECT=${COMPOSE_PROJECT_NAME:-userstack}
@@ -44,7 +46,8 @@ usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0
 
 require_tools() {
     command -v docker >/dev/null || die "docker (the CLI) is not installed"
-    docker compose version >/dev/null 2>&1 || die "the docker compose v2 plugin is not installed (.ci/install.sh)"
+    # Installed into this user's CLI plugin directory when missing (deploy/lib/cli-plugins.sh).
+    ensure_cli_plugins compose
 }
 
 # set_target TARGET : TARGET_ARGS (docker's global flags for it) and ENDPOINT (its address).

@@ -13,22 +13,25 @@
 #   rebuilds the bases and builds the targets without BuildKit's cache.
 # Environment: DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR (default: from the host's apt sources),
 #   STANDINS_CACHE (default /var/cache/userstack-standins: debootstrap's .debs, the staged
-#   toolchain), REPO (default userstack-standin: where the images are tagged; the bases always
-#   come from userstack-standin/debian).
+#   toolchain), STANDINS_REPO (default userstack-standin: where the images are tagged; e.g. a
+#   test name to build beside the images in use), STANDINS_BASE_REPO (default STANDINS_REPO:
+#   where the Debian bases are tagged and taken from).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=../lib/common.sh
 . "$here/../lib/common.sh"
 
-# Both are docker-bake.hcl's variables too.
-export BASE_REPO=userstack-standin
-export REPO=${REPO:-userstack-standin}
+# Where the images are tagged and where the bases come from; docker-bake.hcl reads them too.
+export STANDINS_REPO=${STANDINS_REPO:-userstack-standin}
+export STANDINS_BASE_REPO=${STANDINS_BASE_REPO:-$STANDINS_REPO}
+REPO=$STANDINS_REPO
+BASE_REPO=$STANDINS_BASE_REPO
 RECIPE_LABEL=org.userstack.standin.recipe
 CACHE=${STANDINS_CACHE:-/var/cache/userstack-standins}
 DEFAULT_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-usage() { sed -n '2,19s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,20s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 force=0
 bases=0

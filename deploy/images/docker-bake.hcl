@@ -4,15 +4,15 @@
 #
 #   cd deploy/images && docker buildx bake                 # every image below
 #   cd deploy/images && docker buildx bake postgres redis  # just these
-#   REPO=my-test docker buildx bake --print                # what would be built, under other tags
+#   STANDINS_REPO=my-test docker buildx bake --print       # what would be built, under other tags
 #
 # build-standins.sh runs this after the bases (and stages the Rust toolchain for "rust").
 
 # Where the images go, and where their Debian bases come from.
-variable "REPO" {
+variable "STANDINS_REPO" {
   default = "userstack-standin"
 }
-variable "BASE_REPO" {
+variable "STANDINS_BASE_REPO" {
   default = "userstack-standin"
 }
 # The Rust builder's context: rust/Dockerfile beside this machine's toolchain, staged there by
@@ -42,32 +42,32 @@ function "standin_labels" {
 
 target "runtime" {
   context = "runtime"
-  args    = { BASE_IMAGE = "${BASE_REPO}/debian:bookworm" }
-  tags    = ["${REPO}/distroless-cc:debian12"]
-  labels = standin_labels("${REPO}/distroless-cc:debian12", "gcr.io/distroless/cc-debian12:nonroot", "12",
+  args    = { BASE_IMAGE = "${STANDINS_BASE_REPO}/debian:bookworm" }
+  tags    = ["${STANDINS_REPO}/distroless-cc:debian12"]
+  labels = standin_labels("${STANDINS_REPO}/distroless-cc:debian12", "gcr.io/distroless/cc-debian12:nonroot", "12",
   "Files of libc6 libssl3 ca-certificates tzdata base-files netbase libgcc-s1 libgomp1 libstdc++6 (Debian bookworm), nonroot 65532; no shell, no package manager.")
 }
 
 target "rust" {
   context = RUST_CONTEXT
-  args    = { BASE_IMAGE = "${BASE_REPO}/debian:bookworm", RUST_VERSION = RUST_VERSION }
-  tags    = ["${REPO}/rust:1.95-slim-bookworm"]
-  labels = standin_labels("${REPO}/rust:1.95-slim-bookworm", "rust:1.95-slim-bookworm", RUST_VERSION,
+  args    = { BASE_IMAGE = "${STANDINS_BASE_REPO}/debian:bookworm", RUST_VERSION = RUST_VERSION }
+  tags    = ["${STANDINS_REPO}/rust:1.95-slim-bookworm"]
+  labels = standin_labels("${STANDINS_REPO}/rust:1.95-slim-bookworm", "rust:1.95-slim-bookworm", RUST_VERSION,
   "Debian bookworm gcc, libc6-dev, ca-certificates + Rust ${RUST_VERSION} (cargo, rustc, rustdoc, rust-std; no rustup).")
 }
 
 target "postgres" {
   context = "postgres"
-  args    = { BASE_IMAGE = "${BASE_REPO}/debian:bullseye" }
-  tags    = ["${REPO}/postgres:13"]
-  labels = standin_labels("${REPO}/postgres:13", "postgres:13", "13",
+  args    = { BASE_IMAGE = "${STANDINS_BASE_REPO}/debian:bullseye" }
+  tags    = ["${STANDINS_REPO}/postgres:13"]
+  labels = standin_labels("${STANDINS_REPO}/postgres:13", "postgres:13", "13",
   "Debian bullseye postgresql-13 with an entrypoint honouring the official image's POSTGRES_* contract.")
 }
 
 target "redis" {
   context = "redis"
-  args    = { BASE_IMAGE = "${BASE_REPO}/debian:bookworm" }
-  tags    = ["${REPO}/redis:7"]
-  labels = standin_labels("${REPO}/redis:7", "redis:7", "7",
+  args    = { BASE_IMAGE = "${STANDINS_BASE_REPO}/debian:bookworm" }
+  tags    = ["${STANDINS_REPO}/redis:7"]
+  labels = standin_labels("${STANDINS_REPO}/redis:7", "redis:7", "7",
   "Debian bookworm redis-server 7.0, protected mode off, /data, user redis.")
 }

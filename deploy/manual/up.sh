@@ -10,6 +10,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 # shellcheck source=../lib/common.sh
 source "$root/deploy/lib/common.sh"
+# shellcheck source=../lib/cli-plugins.sh
+source "$root/deploy/lib/cli-plugins.sh"
+started=$SECONDS
 
 usage() {
     cat <<'EOF'
@@ -17,10 +20,18 @@ Usage: deploy/manual/up.sh [--standins] [--help]
 
 Starts the userstack stack on the local Docker engine: network userstack-net, volume
 userstack-pgdata, containers userstack-db (alias db), userstack-redis (alias redis) and
-userstack-app, then adds sample users and checks /, /users and /cache.
+userstack-app, then adds sample users and checks /, /users and /cache. Prints how long it took
+and the URL.
 
-  --standins   no registry here: build the stand-in images (deploy/images/build-standins.sh),
-               use them (deploy/images/standins.env) and trust the host CA bundle in the build
+Set-up it does itself: the Docker CLI plugin buildx, when missing, is installed from Debian's
+package into /usr/local/lib/docker/cli-plugins (as root) or ~/.docker/cli-plugins (see
+deploy/lib/cli-plugins.sh); nothing else is installed. Without --standins the official images
+are pulled first; if that fails (no registry reachable) it stops at once and says to use
+--standins.
+
+  --standins   no registry here: build the stand-in images (deploy/images/build-standins.sh;
+               needs debootstrap and a Rust 1.95 toolchain on this host), use them
+               (deploy/images/standins.env) and trust the host CA bundle in the build
   --help       this text
 
 Environment (default in brackets):
@@ -57,6 +68,11 @@ for arg in "$@"; do
         *) usage >&2; die "unknown argument: $arg" ;;
     esac
 done
+
+command -v curl >/dev/null || die "curl is missing: the checks at the end use it (apt-get install curl)"
+# Builds need buildx: BuildKit is the builder, and with a Docker client from 23 on `docker build`
+# is buildx.
+ensure_cli_plugins buildx
 
 if ((standins)); then
     step "Stand-in images (no registry on this machine)"
@@ -103,10 +119,30 @@ export DOCKER_BUILDKIT=1
 
 exists() { docker "$1" inspect "$2" >/dev/null 2>&1; }
 
-# ensure_image IMAGE : pull IMAGE unless it is already here.
+# ensure_image IMAGE : pull IMAGE unless it is already here. A failed pull stops everything
+# before anything is created, with what to do instead: where no registry can be reached, a
+# BuildKit stack trace halfway through the build would say it much worse.
 ensure_image() {
-    exists image "$1" || run docker pull "$1"
+    exists image "$1" && return 0
+    if ! try docker pull "$1"; then
+        if ((standins)); then die "cannot pull $1 (above)"; fi
+        die "cannot pull $1: ${RUN_OUTPUT##*$'\n'}
+  No registry reachable from this Docker engine? Build stand-ins from Debian packages instead:
+    POSTGRES_PASSWORD=… $0 --standins        (deploy/images/README.md)"
+    fi
 }
+
+# The Dockerfile's own defaults for its base images (one source: its ARG lines).
+dockerfile_default() { sed -n "s/^ARG $1=//p" "$root/Dockerfile"; }
+
+step "0. Images: everything the stack is made of must be here or pullable"
+images=("$POSTGRES_IMAGE" "$REDIS_IMAGE")
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+    images+=("${RUST_IMAGE:-$(dockerfile_default RUST_IMAGE)}" "${RUNTIME_IMAGE:-$(dockerfile_default RUNTIME_IMAGE)}")
+fi
+for image in "${images[@]}"; do
+    if exists image "$image"; then log "$image is here"; else ensure_image "$image"; fi
+done
 
 # ensure_container NAME [DOCKER-RUN-OPTION...] IMAGE : a running container NAME created with exactly
 # these options from the image IMAGE names now. The options and the image id are fingerprinted
@@ -262,7 +298,8 @@ if [[ "${SAMPLE_USERS:-1}" != 0 ]]; then
     step "9. Sample users through the API (201 created, or 409: already there)"
     for user in 'Ada Lovelace:ada@example.com' 'Alan Turing:alan@example.com' \
         'Grace Hopper:grace@example.com'; do
-        body=$(jq -nc --arg name "${user%%:*}" --arg email "${user#*:}" '{name: $name, email: $email}')
+        # Plain ASCII names and addresses: no JSON escaping needed (and no jq on a bare host).
+        body=$(printf '{"name":"%s","email":"%s"}' "${user%%:*}" "${user#*:}")
         run curl -sS -w '\n%{http_code}\n' -X POST -H 'Content-Type: application/json' \
             -d "$body" "$url/users"
         code=${RUN_OUTPUT##*$'\n'}
@@ -275,4 +312,4 @@ run curl -sS --fail-with-body -w '\n' "$url/"
 run curl -sS --fail-with-body -w '\n' "$url/users"
 run curl -sS --fail-with-body -w '\n' "$url/cache"
 run docker ps --filter "network=$NETWORK" --format 'table {{.Names}}\t{{.Image}}\t{{.Status}}\t{{.Ports}}'
-log "the stack is up: $url"
+log "the stack is up: $url (this run took $((SECONDS - started)) s)"
