@@ -11,8 +11,10 @@ packages=(
     shellcheck jq curl iproute2 debootstrap openssh-server openssh-client
     # the report
     pandoc weasyprint graphviz poppler-utils fonts-dejavu-core
-    # the benchmark's load generator
-    wrk
+    # the benchmark: its load generator, nginx (the static-file ceiling; pgbench comes with
+    # postgresql), and the seed's Flask app as a baseline (Debian's packages rather than pip:
+    # bookworm's python3 is externally managed, PEP 668)
+    wrk nginx-light python3-flask python3-psycopg2 python3-redis gunicorn
 )
 
 missing=()
@@ -28,6 +30,10 @@ fi
 if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then
     pg_ctlcluster --force "$(pg_lsclusters -h | awk 'NR==1{print $1}')" main stop 2>/dev/null || true
 fi
+
+# The nginx package may start a server on port 80 where an init system runs; the benchmark starts
+# its own on a free port.
+if [[ -f /run/nginx.pid ]]; then nginx -s quit 2>/dev/null || true; fi
 
 # Compose v2 and buildx are not in bookworm: the same code the deploy scripts use installs them
 # from Debian trixie's packages when missing (as root: into /usr/local/lib/docker/cli-plugins).

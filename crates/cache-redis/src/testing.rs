@@ -85,6 +85,13 @@ impl TestRedis {
             .signal(if paused { "-STOP" } else { "-CONT" });
     }
 
+    /// The server's process id, for programs that measure its CPU (the benchmark); `None` for a
+    /// server named by `TEST_REDIS_URL`.
+    pub fn pid(&self) -> Option<u32> {
+        let child = self.managed.as_ref()?.child.lock().unwrap();
+        child.as_ref().map(Child::id)
+    }
+
     fn managed(&self) -> &Managed {
         self.managed
             .as_ref()

@@ -179,6 +179,12 @@ impl TestPostgres {
         }
     }
 
+    /// The postmaster's process id, for programs that measure the server's CPU (the benchmark);
+    /// `None` for a server named by `TEST_DATABASE_URL`.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        self.managed.as_ref()?.postmaster()
+    }
+
     fn managed(&self) -> &Managed {
         self.managed.as_ref().expect(
             "this test stops PostgreSQL, so it needs its own server: unset TEST_DATABASE_URL",

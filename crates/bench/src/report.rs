@@ -1,0 +1,482 @@
+//! The tables the benchmark prints, and the JSON of every figure behind them.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::load::Measurement;
+
+/// A path of the server and, where it has one, the ceiling it is compared with.
+#[derive(Debug, Serialize)]
+pub(crate) struct PathRow {
+    pub(crate) measurement: Measurement,
+    pub(crate) ceiling: Option<Measurement>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct SweepRow {
+    pub(crate) path: &'static str,
+    pub(crate) measurement: Measurement,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct SoakPoint {
+    pub(crate) requests: u64,
+    pub(crate) seconds: f64,
+    pub(crate) rss_mib: f64,
+    pub(crate) errors: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct SeedRow {
+    pub(crate) path: &'static str,
+    pub(crate) runner: &'static str,
+    pub(crate) measurement: Measurement,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    pub(crate) date: String,
+    pub(crate) plan: String,
+    pub(crate) binary: String,
+    pub(crate) revision: String,
+    pub(crate) machine: String,
+    pub(crate) paths: Vec<PathRow>,
+    /// The PostgreSQL path by table size (rows).
+    pub(crate) sizes: Vec<(u64, Measurement)>,
+    pub(crate) sweep: Vec<SweepRow>,
+    pub(crate) soak: Vec<SoakPoint>,
+    pub(crate) seed: Vec<SeedRow>,
+    pub(crate) main_hwm_mib: f64,
+    pub(crate) bypass_hwm_mib: f64,
+    pub(crate) binary_mb: f64,
+    pub(crate) table_size: String,
+    pub(crate) load_average_end: String,
+    pub(crate) elapsed_s: u64,
+}
+
+impl Report {
+    pub(crate) fn new(plan: &str, bin: &Path, root: &Path) -> Self {
+        let sh = |cmd: &str| {
+            std::process::Command::new("sh")
+                .args(["-c", cmd])
+                .current_dir(root)
+                .output()
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_default()
+        };
+        let mut revision = sh("git rev-parse --short HEAD");
+        if !sh("git status --porcelain -- crates Cargo.toml Cargo.lock").is_empty() {
+            revision.push_str(" + uncommitted changes in crates/");
+        }
+        Self {
+            date: sh("date -u +%Y-%m-%dT%H:%MZ"),
+            plan: plan.to_owned(),
+            binary: bin.display().to_string(),
+            revision,
+            machine: sh(
+                "echo \"$(nproc) CPUs ($(lscpu | sed -n 's/^Model name: *//p' | head -n 1)), \
+                 $(awk '/^MemTotal:/ {printf \"%.1f GiB\", $2 / 1048576}' /proc/meminfo) RAM; \
+                 load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)\"",
+            ),
+            paths: Vec::new(),
+            sizes: Vec::new(),
+            sweep: Vec::new(),
+            soak: Vec::new(),
+            seed: Vec::new(),
+            main_hwm_mib: 0.0,
+            bypass_hwm_mib: 0.0,
+            binary_mb: std::fs::metadata(bin).map_or(0.0, |m| m.len() as f64 / 1e6),
+            table_size: String::new(),
+            load_average_end: String::new(),
+            elapsed_s: 0,
+        }
+    }
+
+    pub(crate) fn path(&mut self, measurement: Measurement, ceiling: Option<Measurement>) {
+        self.paths.push(PathRow {
+            measurement,
+            ceiling,
+        });
+    }
+
+    /// Failed requests to userstack and to the ceilings (not to the Flask baseline, whose
+    /// failures are its figures).
+    pub(crate) fn failed_requests(&self) -> u64 {
+        let paths = self
+            .paths
+            .iter()
+            .map(|p| p.measurement.errors + p.ceiling.as_ref().map_or(0, |c| c.errors));
+        let sizes = self.sizes.iter().map(|(_, m)| m.errors);
+        let sweep = self.sweep.iter().map(|s| s.measurement.errors);
+        let soak = self.soak.iter().map(|s| s.errors);
+        let seed = self
+            .seed
+            .iter()
+            .filter(|s| s.runner == "userstack")
+            .map(|s| s.measurement.errors);
+        paths
+            .chain(sizes)
+            .chain(sweep)
+            .chain(soak)
+            .chain(seed)
+            .sum()
+    }
+
+    pub(crate) fn render(&mut self) -> String {
+        self.load_average_end = std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut o = String::new();
+        let w = &mut o;
+        let _ = writeln!(w, "userstack benchmark, {}", self.date);
+        let _ = writeln!(w, "binary: {} (checkout at {})", self.binary, self.revision);
+        let _ = writeln!(
+            w,
+            "machine: {}; at the end: {}",
+            self.machine, self.load_average_end
+        );
+        let _ = writeln!(w, "{}", self.plan);
+        let _ = writeln!(
+            w,
+            "wrk, pgbench, the servers, PostgreSQL and Redis share the machine. The server: RUST_LOG=warn,\n\
+             DATABASE_POOL_SIZE=16, otherwise defaults. PostgreSQL: the test support's settings (fsync,\n\
+             synchronous_commit and full_page_writes off: CPU is measured, not the disk).\n"
+        );
+
+        let _ = writeln!(w, "## Paths and their ceilings\n");
+        table_header(
+            w,
+            &[
+                ("path", 52, false),
+                ("req/s", 7, true),
+                ("ceiling", 7, true),
+                ("x ceiling", 9, true),
+                ("p50 ms", 6, true),
+                ("p99 ms", 6, true),
+                ("p99.9 ms", 8, true),
+                ("req/s range", 11, false),
+                ("hits", 4, true),
+                ("c.err", 5, true),
+                ("PG", 3, true),
+                ("us/req", 6, true),
+                ("cores srv/pg/redis/load/+", 25, false),
+            ],
+        );
+        for row in &self.paths {
+            let m = &row.measurement;
+            let (ceiling, ratio) = match &row.ceiling {
+                Some(c) => (format!("{:.0}", c.rps), format!("{:.2}", m.rps / c.rps)),
+                None => ("-".into(), "-".into()),
+            };
+            path_line(w, &m.label, m, &ceiling, &ratio);
+        }
+        for row in &self.paths {
+            if let Some(c) = &row.ceiling {
+                path_line(w, &format!("(ceiling) {}", c.label), c, "-", "-");
+            }
+        }
+        let _ = writeln!(
+            w,
+            "\nceiling: the rate of the ceiling row below, run in the same session. x ceiling: req/s / ceiling.\n\
+             Ceilings: nginx ({} workers, keep-alive, no access log, sendfile) serving the warm page's\n\
+             bytes as a file; pgbench with 16 connections (the server's pool) running the server's\n\
+             statement, prepared. req/s range: min-max over the runs. hits: share of cache reads\n\
+             Redis answered. c.err: failed Redis calls. PG: most connections in the server's pool.\n\
+             us/req: server CPU per request (for a ceiling: nginx's). cores: CPU of the server, PostgreSQL,\n\
+             Redis, the load generator (wrk or pgbench), and everything else.",
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        );
+
+        let _ = writeln!(
+            w,
+            "\n## The PostgreSQL path by table size (cache bypassed, distinct after= per request)\n"
+        );
+        table_header(
+            w,
+            &[
+                ("rows", 9, true),
+                ("req/s", 7, true),
+                ("p50 ms", 6, true),
+                ("p99 ms", 6, true),
+                ("p99.9 ms", 8, true),
+                ("x p50 of smallest", 17, true),
+                ("us/req", 6, true),
+                ("errors", 6, true),
+            ],
+        );
+        let base = self.sizes.first().map_or(f64::NAN, |(_, m)| m.p50_ms);
+        for (rows, m) in &self.sizes {
+            let _ = writeln!(
+                w,
+                "| {rows:>9} | {:>7.0} | {:>6.2} | {:>6.2} | {:>8.2} | {:>17.2} | {:>6} | {:>6} |",
+                m.rps,
+                m.p50_ms,
+                m.p99_ms,
+                m.p999_ms,
+                m.p50_ms / base,
+                opt(m.us_per_req, 0),
+                m.errors
+            );
+        }
+
+        let _ = writeln!(
+            w,
+            "\n## Concurrency sweep (keep-alive connections, one wrk process)\n"
+        );
+        table_header(
+            w,
+            &[
+                ("path", 16, false),
+                ("conns", 6, true),
+                ("req/s", 7, true),
+                ("x 64 conns", 10, true),
+                ("p50 ms", 7, true),
+                ("p99 ms", 7, true),
+                ("p99.9 ms", 8, true),
+                ("errors", 6, true),
+                ("server RSS MiB", 14, true),
+            ],
+        );
+        for s in &self.sweep {
+            let m = &s.measurement;
+            let first = self
+                .sweep
+                .iter()
+                .find(|x| x.path == s.path)
+                .map_or(f64::NAN, |x| x.measurement.rps);
+            let _ = writeln!(
+                w,
+                "| {:<16} | {:>6} | {:>7.0} | {:>10.2} | {:>7.2} | {:>7.2} | {:>8.2} | {:>6} | {:>14} |",
+                s.path,
+                m.connections,
+                m.rps,
+                m.rps / first,
+                m.p50_ms,
+                m.p99_ms,
+                m.p999_ms,
+                m.errors,
+                opt(m.rss_peak_mib, 1)
+            );
+        }
+        let _ = writeln!(
+            w,
+            "x 64 conns: req/s relative to the sweep's first (smallest) step. RSS: peak, sampled every 0.5 s."
+        );
+
+        let _ = writeln!(
+            w,
+            "\n## Memory over time (mixed traffic, see bench/wrk.lua 'mixed')\n"
+        );
+        table_header(
+            w,
+            &[
+                ("requests", 10, true),
+                ("seconds", 7, true),
+                ("RSS MiB", 7, true),
+                ("errors", 6, true),
+            ],
+        );
+        for p in &self.soak {
+            let _ = writeln!(
+                w,
+                "| {:>10} | {:>7.0} | {:>7.1} | {:>6} |",
+                p.requests, p.seconds, p.rss_mib, p.errors
+            );
+        }
+
+        if !self.seed.is_empty() {
+            let _ = writeln!(
+                w,
+                "\n## The seed's Flask app beside us (100 users; same PostgreSQL and Redis)\n"
+            );
+            table_header(
+                w,
+                &[
+                    ("server", 17, false),
+                    ("path", 6, false),
+                    ("req/s", 7, true),
+                    ("userstack x", 11, true),
+                    ("p50 ms", 7, true),
+                    ("p99 ms", 7, true),
+                    ("errors", 6, true),
+                    ("us/req", 6, true),
+                    ("RSS MiB", 7, true),
+                ],
+            );
+            for s in &self.seed {
+                let m = &s.measurement;
+                let ours = self
+                    .seed
+                    .iter()
+                    .find(|x| x.runner == "userstack" && x.path == s.path)
+                    .map_or(f64::NAN, |x| x.measurement.rps);
+                let _ = writeln!(
+                    w,
+                    "| {:<17} | {:<6} | {:>7.0} | {:>11.1} | {:>7.2} | {:>7.2} | {:>6} | {:>6} | {:>7} |",
+                    s.runner,
+                    s.path,
+                    m.rps,
+                    ours / m.rps,
+                    m.p50_ms,
+                    m.p99_ms,
+                    m.errors,
+                    opt(m.us_per_req, 0),
+                    opt(m.rss_peak_mib, 1)
+                );
+            }
+            let _ = writeln!(
+                w,
+                "userstack x: our req/s divided by this row's. The seed's /users is SELECT * on a new connection\n\
+                 per request; ours is the cached page (the same 100 users)."
+            );
+        }
+
+        let _ = writeln!(w, "\n## Goals (issue 13)\n");
+        for line in self.goals() {
+            let _ = writeln!(w, "- {line}");
+        }
+        let _ = writeln!(
+            w,
+            "\npeak RSS (VmHWM): {:.1} MiB main server, {:.1} MiB bypassing server; release binary {:.1} MB\n\
+             users table at the end: {}\n\
+             requests to userstack that failed: {}; wall time {} s",
+            self.main_hwm_mib,
+            self.bypass_hwm_mib,
+            self.binary_mb,
+            self.table_size,
+            self.failed_requests(),
+            self.elapsed_s
+        );
+        o
+    }
+
+    fn goals(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mark = |ok: bool| if ok { "met" } else { "NOT met" };
+        let find = |id: &str| self.paths.iter().find(|p| p.measurement.id == id);
+        if let Some(p) = find("get_users_warm")
+            && let Some(c) = &p.ceiling
+        {
+            let r = p.measurement.rps / c.rps;
+            let ok = r >= 0.8 && p.measurement.p99_ms <= 5.0;
+            out.push(format!(
+                "warm GET /users >= 0.8 x nginx, p99 <= 5 ms: {r:.2} x, p99 {:.2} ms: {}",
+                p.measurement.p99_ms,
+                mark(ok)
+            ));
+        }
+        if let Some(p) = self
+            .paths
+            .iter()
+            .find(|p| p.measurement.id.starts_with("pg_path"))
+            && let Some(c) = &p.ceiling
+        {
+            let r = p.measurement.rps / c.rps;
+            let us = p.measurement.us_per_req.unwrap_or(f64::NAN);
+            out.push(format!(
+                "PostgreSQL path >= 0.7 x pgbench: {r:.2} x: {}; server CPU <= 50 us/req: {us:.0} us: {}",
+                mark(r >= 0.7),
+                mark(us <= 50.0)
+            ));
+        }
+        if let Some(p) = find("post_users")
+            && let Some(c) = &p.ceiling
+        {
+            let r = p.measurement.rps / c.rps;
+            out.push(format!(
+                "POST /users >= 0.7 x pgbench: {r:.2} x: {}",
+                mark(r >= 0.7)
+            ));
+        }
+        for path in ["GET /", "GET /users warm"] {
+            let rows: Vec<&SweepRow> = self.sweep.iter().filter(|s| s.path == path).collect();
+            if let (Some(first), Some(last)) = (rows.first(), rows.last())
+                && rows.len() > 1
+            {
+                let (f, l) = (&first.measurement, &last.measurement);
+                let r = l.rps / f.rps;
+                let rss = l.rss_peak_mib.unwrap_or(f64::NAN);
+                out.push(format!(
+                    "{path} at {} connections: {} errors, RSS {rss:.1} MiB (<= 100), {r:.2} x the {}-connection rate (>= 0.8): {}",
+                    l.connections,
+                    l.errors,
+                    f.connections,
+                    mark(l.errors == 0 && rss <= 100.0 && r >= 0.8)
+                ));
+            }
+        }
+        if let (Some((s, first)), Some((l, last))) = (self.sizes.first(), self.sizes.last())
+            && self.sizes.len() > 1
+        {
+            let r = last.p50_ms / first.p50_ms;
+            out.push(format!(
+                "PostgreSQL path p50 within 1.5 x from {s} to {l} rows: {r:.2} x: {}",
+                mark(r <= 1.5)
+            ));
+        }
+        let early = self.soak.iter().find(|p| p.requests >= 100_000);
+        if let (Some(e), Some(last)) = (early, self.soak.last())
+            && last.requests > e.requests
+        {
+            out.push(format!(
+                "RSS after {} requests ({:.1} MiB) no higher than after {} ({:.1} MiB): {}",
+                last.requests,
+                last.rss_mib,
+                e.requests,
+                e.rss_mib,
+                // Within 1 MiB: the allocator's page-level noise is not growth.
+                mark(last.rss_mib <= e.rss_mib + 1.0)
+            ));
+        }
+        out
+    }
+}
+
+fn opt(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.decimals$}"))
+}
+
+fn table_header(w: &mut String, columns: &[(&str, usize, bool)]) {
+    let mut head = String::from("|");
+    let mut sep = String::from("|");
+    for (name, width, right) in columns {
+        if *right {
+            let _ = write!(head, " {name:>width$} |");
+            let _ = write!(sep, "{}:|", "-".repeat(width + 1));
+        } else {
+            let _ = write!(head, " {name:<width$} |");
+            let _ = write!(sep, "{}|", "-".repeat(width + 2));
+        }
+    }
+    let _ = writeln!(w, "{head}\n{sep}");
+}
+
+fn path_line(w: &mut String, label: &str, m: &Measurement, ceiling: &str, ratio: &str) {
+    let c = &m.cores;
+    let hits = m
+        .hit_rate
+        .map_or("-".into(), |h| format!("{:.0}%", h * 100.0));
+    let _ = writeln!(
+        w,
+        "| {label:<52} | {:>7.0} | {ceiling:>7} | {ratio:>9} | {:>6.2} | {:>6.2} | {:>8.2} | {:<11} | {hits:>4} | {:>5} | {:>3} | {:>6} | {:<25} |",
+        m.rps,
+        m.p50_ms,
+        m.p99_ms,
+        m.p999_ms,
+        format!("{:.0}-{:.0}", m.rps_min, m.rps_max),
+        m.cache_errors.map_or("-".into(), |e| e.to_string()),
+        m.pg_pool_peak.map_or("-".into(), |e| e.to_string()),
+        opt(m.us_per_req, 0),
+        format!(
+            "{:.2}/{:.2}/{:.2}/{:.2}/{:.2}",
+            c.server, c.postgres, c.redis, c.load, c.other
+        ),
+    );
+}
