@@ -297,7 +297,13 @@ async fn run(args: Args) -> Result<()> {
         .context("the main size was measured")?;
 
     // --- every path on the normal server --------------------------------------------------------
-    let main_env = base_env(redis.url().to_owned(), "bench:");
+    let mut main_env = base_env(redis.url().to_owned(), "bench:");
+    // The sweep holds up to its largest count of connections, each with a request in flight: the
+    // server's caps (MAX_CONNECTIONS 1024, MAX_IN_FLIGHT 512 by default) are raised to fit, as a
+    // deployment that expects that many clients would (the descriptor limit was raised above).
+    let cap = (most + 100).to_string();
+    main_env.push(("MAX_CONNECTIONS", cap.clone()));
+    main_env.push(("MAX_IN_FLIGHT", cap));
     let main = servers::userstack(&bin, work.path(), "main", &main_env, &bench.http).await?;
     let watch = Watch {
         server: Some(main.pid()),
