@@ -185,6 +185,13 @@ cmd_up() {
     step "docker compose up on $1"
     run docker "${TARGET_ARGS[@]}" compose "${COMPOSE_ARGS[@]}" up -d --wait --wait-timeout "${COMPOSE_WAIT_TIMEOUT:-300}"
     run docker "${TARGET_ARGS[@]}" compose "${COMPOSE_ARGS[@]}" ps
+    # The target's address where the endpoint names one (ssh://, tcp://); a socket is this host.
+    local host=${ENDPOINT#*://} port
+    host=${host#*@}
+    host=${host%%[:/]*}
+    [[ $ENDPOINT == unix://* || -z $host ]] && host=127.0.0.1
+    port=$(docker compose "${COMPOSE_ARGS[@]}" config --format json | jq -r '.services.app.ports[0].published')
+    log "the stack is up on $1: http://$host:$port (remote.sh up took $SECONDS s)"
 }
 
 cmd_ps() {
