@@ -3,7 +3,7 @@
 # (this machine, CI, air-gapped hosts). Two parts:
 #   1. the Debian bases, from nothing: debootstrap, security updates, docker import (this script);
 #   2. everything built on top of them (a distroless-like runtime, a Rust builder, PostgreSQL 13,
-#      Redis 7): targets of docker-bake.hcl here, built with `docker buildx bake`, whose cache
+#      Redis 7, and for deploy/swarm a registry and HAProxy): targets of docker-bake.hcl here, built with `docker buildx bake`, whose cache
 #      decides what is rebuilt. This script stages the Rust toolchain for it, then checks what
 #      changed. See README.md here.
 #
@@ -283,6 +283,9 @@ check_image() {
     rust:*) check_rust "$name" ;;
     postgres:*) check "postgres --version in $name is 13.x" bash -c "docker run --rm $name postgres --version | grep -E ' 13\\.'" ;;
     redis:*) check "redis-server --version in $name is 7.x" bash -c "docker run --rm $name redis-server --version | grep -F 'v=7.'" ;;
+    registry:*) check "registry --version in $name is 2.8.x" bash -c "docker run --rm $name --version | grep -E ' (v)?2\\.8\\.'" ;;
+    haproxy:*) check "haproxy -v in $name is 2.6.x, run as uid 99" bash -c \
+        "docker run --rm $name haproxy -v | grep -F 'version 2.6.' && [[ \$(docker run --rm --entrypoint id $name -u) == 99 ]]" ;;
     *) log "no checks here for a stand-in for $for" ;;
     esac
 }

@@ -25,7 +25,7 @@ variable "RUST_VERSION" {
 }
 
 group "default" {
-  targets = ["runtime", "rust", "postgres", "redis"]
+  targets = ["runtime", "rust", "postgres", "redis", "registry", "haproxy"]
 }
 
 # Labels every stand-in carries: what it stands in for, so nobody mistakes it for the original.
@@ -70,4 +70,21 @@ target "redis" {
   tags    = ["${STANDINS_REPO}/redis:7"]
   labels = standin_labels("${STANDINS_REPO}/redis:7", "redis:7", "7",
   "Debian bookworm redis-server 7.0, protected mode off, /data, user redis.")
+}
+
+# For deploy/swarm: the registry the swarm's nodes pull from, and the edge load balancer.
+target "registry" {
+  context = "registry"
+  args    = { BASE_IMAGE = "${BASE_REPO}/debian:bookworm" }
+  tags    = ["${REPO}/registry:2"]
+  labels = standin_labels("${REPO}/registry:2", "registry:2", "2.8",
+  "Debian bookworm docker-registry 2.8 (CNCF distribution), the official image's config.yml.")
+}
+
+target "haproxy" {
+  context = "haproxy"
+  args    = { BASE_IMAGE = "${BASE_REPO}/debian:bookworm" }
+  tags    = ["${REPO}/haproxy:2.6"]
+  labels = standin_labels("${REPO}/haproxy:2.6", "haproxy:2.6", "2.6",
+  "Debian bookworm haproxy 2.6, config in /usr/local/etc/haproxy, user haproxy (uid 99), SIGUSR1.")
 }
