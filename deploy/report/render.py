@@ -2,13 +2,16 @@
 """Renders the userstack deployment report as HTML from a run's transcript and the repository.
 
 Input: the JSON-lines transcript written by deploy/lib/common.sh (types "step", "command",
-"check"; generate.sh adds one "result" line per end-to-end script with its exit status).
+"check"; tests/e2e/swarm.sh adds "figure" lines; generate.sh adds one "result" line per
+end-to-end script with its exit status).
 Output: one HTML file, turned into PDF by weasyprint and into DOCX by pandoc (generate.sh).
 
-The renderer refuses (exit 2) to write a report for a run that did not succeed: a failed check,
-a script that exited non-zero, or a missing script result. A report only ever claims what the
-transcript shows. Standard library only, so it runs with any Python 3.9+.
+This is the one place that decides whether a run succeeded (generate.sh asks `verify` after each
+test): it refuses (exit 2) a run with a failed check, a script that exited non-zero, or a missing
+script result. A report only ever claims what the transcript shows. Standard library only, so it
+runs with any Python 3.9+.
 
+    render.py verify --transcript T [--require-result SCRIPT]...
     render.py html --transcript T --repo R --figure F --css C --out OUT.html
     render.py reference-docx DEFAULT.docx OUT.docx   (dark, monospace code blocks for Word)
 """
@@ -29,6 +32,10 @@ ENVIRONMENT = "Environment"
 # The teardown of a part is its tail, from the first step whose title names one of these.
 TEARDOWN = re.compile(r"tear(ing)?[ -]?down|clean(ing)?[ -]?up|\bdown\.sh\b",
                       re.I)
+
+# Steps of tests/e2e/hosts.sh ("Hosts: bridge …", "Host hostb: its own dockerd"): how the test
+# made the extra Docker hosts. Not the user's task: they go to an appendix.
+PLUMBING = re.compile(r"^Hosts?( [a-z][a-z0-9]*)?: ")
 
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[()][A-Za-z0-9]|\x1b[=>78]")
 # Characters that XML (and so the HTML -> DOCX path) cannot carry.
@@ -94,7 +101,7 @@ def build_sections(records):
             if kind == "step":
                 continue
         number = by_title.get(rec.get("step") or "", len(steps))
-        rec["_step_number"] = number
+        rec["_step"] = steps[number - 1]
         steps[number - 1]["items"].append(rec)
     return sections
 
@@ -113,6 +120,9 @@ def verify(records, required_results):
             problems.append(f"no result recorded for {script} (did it run to the end?)")
         elif r.get("exit") != 0:
             problems.append(f"{script} exited {r.get('exit')}, failed step: {r.get('failed_step')!r}")
+    for script, r in results.items():
+        if script not in required_results and r.get("exit") != 0:
+            problems.append(f"{script} exited {r.get('exit')}, failed step: {r.get('failed_step')!r}")
     if problems:
         raise RunFailed("; ".join(problems))
 
@@ -123,11 +133,12 @@ def git(repo, *args):
 
 
 def container_files(repo):
-    """Every Dockerfile git knows about, then the compose file: (path, text)."""
+    """Every Dockerfile git knows about, then the compose file, the stack file and the load
+    balancer's configuration: (path, text)."""
     names = [n for n in git(repo, "ls-files", "-z", "--", "*Dockerfile").split("\0") if n]
     dockerfiles = sorted(n for n in names
                          if pathlib.PurePosixPath(n).name == "Dockerfile" or n.endswith(".Dockerfile"))
-    files = dockerfiles + ["deploy/compose/compose.yaml"]
+    files = dockerfiles + ["deploy/compose/compose.yaml", "deploy/swarm/stack.yaml", "deploy/swarm/haproxy.cfg"]
     out = []
     for name in files:
         path = pathlib.Path(repo, name)
@@ -235,6 +246,7 @@ def plain_title(title):
 def steps_html(doc, steps, number, user, anchor, level=3):
     """steps: (number within the part, step) pairs; number: the chapter's, or None."""
     for i, step in steps:
+        step.setdefault("label", f"{number}.{i}" if number else str(i))
         title = plain_title(step["title"])
         prefix = f"{number}.{i} " if number else ""
         if not step["items"]:
@@ -282,19 +294,51 @@ def render(args):
         elapsed = f" ({fmt_duration((parse(times[-1]) - parse(times[0])).total_seconds() * 1000)})"
     hosts = sorted({r.get("host", "") for r in records if r.get("type") == "command"} - {""})
 
-    # Task sections in the order they ran; their teardown steps go to the last chapter.
+    # Task sections in the order they ran. Their teardown steps go to the Teardown chapter; the
+    # steps that made the extra Docker hosts (tests/e2e/hosts.sh) go to an appendix, so a task
+    # reads as the user's steps.
     task_names = [n for n in sections if n != ENVIRONMENT]
-    tasks, teardowns = {}, {}
+    tasks, teardowns, plumbing = {}, {}, {}
     for name in task_names:
-        numbered = list(enumerate(sections[name], 1))
-        cut = next((k for k, (_, s) in enumerate(numbered) if TEARDOWN.search(s["title"])), len(numbered))
-        tasks[name], teardowns[name] = numbered[:cut], numbered[cut:]
+        steps = sections[name]
+        cut = next((k for k, st in enumerate(steps) if TEARDOWN.search(st["title"])), len(steps))
+        user_steps = [st for st in steps[:cut] if not PLUMBING.search(st["title"])]
+        plumbing[name] = list(enumerate((st for st in steps[:cut] if PLUMBING.search(st["title"])), 1))
+        tasks[name] = list(enumerate(user_steps, 1))
+        teardowns[name] = list(enumerate(steps[cut:], len(user_steps) + 1))
+    figures = {}
+    for rec in records:
+        if rec.get("type") == "figure":
+            figures.setdefault(rec.get("section") or "Run", []).append(rec.get("text", ""))
 
     chapters = [("architecture", "Architecture"), ("files", "Container definitions"),
                 ("environment", ENVIRONMENT)]
     chapters += [(f"task{i}", name) for i, name in enumerate(task_names, 1)]
     chapters += [("checks", "Verification results"), ("teardown", "Teardown")]
     numbers = {key: n for n, (key, _) in enumerate(chapters, 1)}
+    appendices = []
+    for i, name in enumerate(task_names, 1):
+        if plumbing[name]:
+            hosts_made = sorted({m.group(1) for _, st in plumbing[name]
+                                 for m in [re.match(r"^Host ([a-z0-9]+):", st["title"])] if m})
+            title = ("How host B was provided" if hosts_made == ["hostb"] else
+                     f"How the hosts {', '.join(hosts_made)} were provided")
+            key = f"appendix{i}"
+            numbers[key] = chr(ord("A") + len(appendices))
+            appendices.append((key, title, name))
+    chapters += [(key, title) for key, title, _ in appendices]
+    appendix_of = {name: key for key, _, name in appendices}
+    # Step labels up front: the verification table names steps of every chapter.
+    for st in sections.get(ENVIRONMENT, []):
+        st["label"] = f"{numbers['environment']}.{sections[ENVIRONMENT].index(st) + 1}"
+    for i, name in enumerate(task_names, 1):
+        for j, st in tasks[name]:
+            st["label"] = f"{numbers[f'task{i}']}.{j}"
+        for j, st in teardowns[name]:
+            st["label"] = f"{numbers['teardown']}.{i}, step {j}"
+        for j, st in plumbing[name]:
+            st["label"] = f"{numbers[appendix_of[name]]}.{j}"
+    clean = not revision.endswith("-dirty")
 
     doc = Html()
     doc.add('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
@@ -308,12 +352,16 @@ def render(args):
     # Title page.
     doc.add('<section class="titlepage">\n', f"<h1>{esc(TITLE)}</h1>\n" if args.target == "pdf" else "",
             '<p class="subtitle">Task 1: the three containers started by hand with <code>docker run</code>. '
-            "Task 2: the same stack with <code>docker compose</code> on a second Docker host.</p>\n",
+            "Task 2: the same stack with <code>docker compose</code> on a second Docker host. "
+            "Task 3: the stack on a Docker Swarm of three hosts, fed by a private registry, behind a "
+            "load balancer.</p>\n",
             '<table class="facts">\n')
     for key, value in [("Project", "userstack (Rust reimplementation of a Flask users app, PostgreSQL + Redis)"),
                        ("Run", f"{run_date} – {run_end}{elapsed}"),
                        ("Hosts", ", ".join(hosts) or "?"),
                        ("Git revision", revision), ("Commit", commit),
+                       ("Working tree", "clean: the run used exactly this commit" if clean else
+                        "modified: uncommitted changes were present (-dirty)"),
                        ("Docker client", facts["client"]), ("Docker engine", facts["engine"]),
                        ("Docker Compose", facts["compose"]),
                        ("Generated by", "deploy/report/generate.sh, from the transcript of this run")]:
@@ -340,7 +388,10 @@ def render(args):
             "user-defined network, PostgreSQL's data on a named volume. Host A builds the app image and "
             "runs task 1 with plain <code>docker run</code>; the images are shipped to host B over ssh "
             "(<code>docker save | ssh … docker load</code>), where task 2 runs the stack with "
-            "<code>docker compose</code>. Drawn from <code>deploy/report/architecture.dot</code>.</p>\n",
+            "<code>docker compose</code>. Drawn from <code>deploy/report/architecture.dot</code>. "
+            "Task 3 runs the same images on a swarm of three more hosts: host A pushes them to a "
+            "registry on the manager, the nodes pull them by digest, and an HAProxy task on every node "
+            "balances over the app's three replicas (<code>deploy/swarm/stack.yaml</code>).</p>\n",
             f'<figure><img src="{esc(args.figure)}" alt="Architecture: host A and host B, the three '
             f'containers, their networks and the volume" width="{args.figure_width}">'
             "<figcaption>The two hosts, the three containers, their networks and the volume.</figcaption>"
@@ -366,7 +417,16 @@ def render(args):
         key = f"task{i}"
         n = numbers[key]
         doc.add(f'<section class="chapter"><h2 id="{key}">{n} {esc(name)}</h2>\n')
-        doc.add(section_summary(sections[name]))
+        doc.add(section_summary([st for _, st in tasks[name]]))
+        if name in appendix_of:
+            a = appendix_of[name]
+            doc.add(f'<p class="note">The Docker hosts this part ran on were made for the run by '
+                    f'<code>tests/e2e/hosts.sh</code>; how: <a href="#{a}">appendix {numbers[a]}</a>.</p>\n')
+        if figures.get(name):
+            doc.add('<h3 class="figures">The figures of this run</h3>\n<table class="figures"><tbody>\n')
+            for text in figures[name]:
+                doc.add(f'<tr><td class="mono">{esc(text)}</td></tr>\n')
+            doc.add("</tbody></table>\n")
         steps_html(doc, tasks[name], n, user, key)
         if teardowns[name]:
             first, last = teardowns[name][0][0], teardowns[name][-1][0]
@@ -389,15 +449,16 @@ def render(args):
             part = rec.get("section")
             doc.add(f'<tr class="part"><th colspan="4">{esc(part or "Run")}</th></tr>\n')
         doc.add(f'<tr><td class="num">{i}</td>'
-                f'<td>{rec.get("_step_number", "")}. {esc(plain_title(rec.get("step", "")))}</td>'
+                f'<td>{esc(rec["_step"].get("label", "") if "_step" in rec else "")} '
+                f'{esc(plain_title(rec.get("step", "")))}</td>'
                 f'<td>{esc(rec.get("name", ""))}</td>'
                 f'<td class="{"pass" if ok else "fail"}">{"PASS" if ok else "FAIL"}</td></tr>\n')
     doc.add("</tbody></table>\n</section>\n")
 
     n = numbers["teardown"]
     doc.add(f'<section class="chapter"><h2 id="teardown">{n} Teardown</h2>\n',
-            "<p>What each part removed when it finished: containers, networks, volumes, and on host B "
-            "the second Docker host itself.</p>\n")
+            "<p>What each part removed when it finished: containers, networks, volumes, and the extra "
+            "Docker hosts themselves.</p>\n")
     any_teardown = False
     for i, name in enumerate(task_names, 1):
         if teardowns[name]:
@@ -406,7 +467,21 @@ def render(args):
             steps_html(doc, teardowns[name], None, user, f"teardown{i}", level=4)
     if not any_teardown:
         doc.add('<p class="note">(no teardown step recorded)</p>\n')
-    doc.add("</section>\n</body></html>\n")
+    doc.add("</section>\n")
+
+    for key, title, name in appendices:
+        n = numbers[key]
+        doc.add(f'<section class="chapter"><h2 id="{key}">{n} {esc(title)}</h2>\n',
+                f'<p>For <a href="#task{task_names.index(name) + 1}">{esc(name)}</a>. On this one machine, '
+                "each extra Docker host is a network namespace with its own dockerd (own data root, "
+                "exec root, pidfile, bridge subnet and configuration file), its own sshd, hostname and "
+                "mount namespace, joined to this machine by one Linux bridge "
+                "(<code>tests/e2e/hosts.sh</code>). On real servers these steps do not exist: the "
+                "hosts are simply there and reachable over ssh.</p>\n")
+        doc.add(section_summary([st for _, st in plumbing[name]]))
+        steps_html(doc, plumbing[name], n, user, key)
+        doc.add("</section>\n")
+    doc.add("</body></html>\n")
 
     pathlib.Path(args.out).write_text(doc.text(), encoding="utf-8")
 
@@ -459,6 +534,9 @@ def main():
     p.add_argument("--require-result", action="append", default=[], metavar="SCRIPT",
                    help="refuse unless the transcript records SCRIPT exiting 0 (repeatable)")
     p.add_argument("--out", required=True)
+    p = sub.add_parser("verify", help="exit 2 naming what failed, unless the run succeeded")
+    p.add_argument("--transcript", required=True)
+    p.add_argument("--require-result", action="append", default=[], metavar="SCRIPT")
     p = sub.add_parser("reference-docx", help="style pandoc's default reference.docx")
     p.add_argument("default")
     p.add_argument("out")
@@ -466,6 +544,8 @@ def main():
     try:
         if args.command == "html":
             render(args)
+        elif args.command == "verify":
+            verify(load_transcript(args.transcript), args.require_result)
         else:
             reference_docx(args.default, args.out)
     except RunFailed as e:

@@ -2,7 +2,7 @@
 # tests/e2e/compose.sh : task 2 end to end, on two hosts.
 #
 # Host A is this machine, where task 1 built the images. Host B is a separate Docker host made
-# by tests/e2e/hostb.sh (own namespace, daemon, sshd; none of A's images). The test ships the
+# by tests/e2e/hosts.sh (one host, "hostb": own namespace, daemon, sshd; none of A's images). The test ships the
 # task-1 images to B over ssh with deploy/compose/remote.sh, runs the compose project there, and
 # checks from A, over B's address: the original routes byte for byte, writes, the image IDs,
 # data across down/up, the loss of data on down -v, Redis down and back, PostgreSQL down and back
@@ -22,7 +22,7 @@ source "$root/deploy/lib/common.sh"
 export USERSTACK_SECTION="Task 2 — compose on a second host"
 HOST_A=$USERSTACK_HOST
 HOST_B=hostb
-HOSTB=$here/hostb.sh
+HOSTB=("$here/hosts.sh" --name hostb --count 1)
 REMOTE=$root/deploy/compose/remote.sh
 COMPOSE_FILE=$root/deploy/compose/compose.yaml
 export COMPOSE_PROJECT_NAME=userstack
@@ -32,7 +32,7 @@ T_START=$(date +%s%3N)
 secs() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", (b-a)/1000}'; }
 
 # --- prerequisites: a missing one is a failure that says what to install --------------------
-[[ $EUID -eq 0 ]] || die "run as root (hostb.sh makes a network namespace and a second dockerd)"
+[[ $EUID -eq 0 ]] || die "run as root (hosts.sh makes a network namespace and a second dockerd)"
 for tool in docker jq curl ssh scp ssh-keygen ip nsenter awk; do
     command -v "$tool" >/dev/null || die "$tool is not installed (see .ci/install.sh)"
 done
@@ -71,9 +71,9 @@ cleanup() {
     USERSTACK_HOST=$HOST_A
     step "Clean up: everything this test made"
     docker context inspect "$CONTEXT" >/dev/null 2>&1 && run docker context rm -f "$CONTEXT"
-    "$HOSTB" stop || rc=1
+    "${HOSTB[@]}" stop || rc=1
     rm -rf "$work"
-    check "nothing of host B is left (namespace, veth, dockerd, sshd, data root)" "$HOSTB" gone || rc=1
+    check "nothing of host B is left (namespace, veth, bridge, dockerd, sshd, data root)" "${HOSTB[@]}" gone || rc=1
     check "no docker context $CONTEXT is left" bash -c "! docker context inspect $CONTEXT >/dev/null 2>&1" || rc=1
     check "the test's work directory is gone" test ! -e "$work" || rc=1
     ((CHECKS_FAILED == 0)) || rc=1
@@ -189,11 +189,13 @@ app_state() {
 
 # --- 1. host B ----------------------------------------------------------------------------------
 t0=$(date +%s%3N)
-"$HOSTB" start
+"${HOSTB[@]}" start
 T_HOSTB=$(secs "$t0" "$(date +%s%3N)")
-eval "$("$HOSTB" env)"
+eval "$("${HOSTB[@]}" env)"
+# shellcheck disable=SC2153 # set by the eval above
+HOSTB_ADDR=$HOST1_ADDR HOSTB_SSH=$HOST1_SSH HOSTB_DIR=$HOST1_DIR
 URL=http://$HOSTB_ADDR:${APP_PORT:-5000}
-# `up` puts the password under host B's scratch directory, which `hostb.sh stop` removes.
+# `up` puts the password under host B's scratch directory, which `hosts.sh stop` removes.
 export REMOTE_SECRETS_DIR=$HOSTB_DIR/secrets
 # compose commands run directly by the test: the secret is the file `up` put on B.
 CB=(env "POSTGRES_PASSWORD_FILE_HOST=$REMOTE_SECRETS_DIR/db_password"

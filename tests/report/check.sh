@@ -51,7 +51,7 @@ verify "report.pdf is a PDF of more than 5 pages" pages_over "$pdf" 5
 verify "report.docx opens (pandoc reads it)" test -s "$tmp/docx.txt"
 
 step "Chapters"
-chapters=("Architecture" "Container definitions" "Environment" "Task 1" "Task 2"
+chapters=("Architecture" "Container definitions" "Environment" "Task 1" "Task 2" "Task 3"
     "Verification results" "Teardown")
 # has_heading FILE TITLE : a numbered heading, not its line in the contents (that has leader dots).
 has_heading() { grep -E "^[0-9]+ $2" "$1" | grep -qv '[.][.][.]'; }
@@ -60,13 +60,32 @@ for chapter in "${chapters[@]}"; do
     verify "DOCX has the chapter '$chapter'" has_heading "$tmp/docx.txt" "$chapter"
 done
 verify "PDF has the title page" grep -q "userstack — deployment report" "$tmp/pdf-full.txt"
+# The extra hosts' plumbing is in appendices, not in the tasks.
+appendix() { grep -E "^[A-Z] $2" "$1" | grep -qv '[.][.][.]'; }
+verify "PDF has the appendix 'How host B was provided'" appendix "$tmp/pdf.txt" "How host B was provided"
+verify "PDF has the appendix on the swarm nodes" appendix "$tmp/pdf.txt" "How the hosts node1, node2, node3 were provided"
+verify "DOCX has the appendix 'How host B was provided'" appendix "$tmp/docx.txt" "How host B was provided"
+task_text() { awk -v t="^[0-9]+ $2" -v n='^[0-9]+ (Task [0-9]|Verification results)' '$0 ~ t && !/[.][.][.]/ {on = 1; next} on && $0 ~ n && !/[.][.][.]/ {on = 0} on' "$1"; }
+no_plumbing() { ! task_text "$1" "$2" | grep -qE 'ip netns add|ip link add'; }
+verify "Task 2 shows no namespace plumbing (ip netns add, ip link add)" no_plumbing "$tmp/pdf.txt" "Task 2"
+verify "Task 3 shows no namespace plumbing" no_plumbing "$tmp/pdf.txt" "Task 3"
+refers_to_appendix() { task_text "$1" "Task 2" | grep -q "appendix A"; }
+verify "Task 2 refers to its appendix" refers_to_appendix "$tmp/pdf.txt"
+clean_tree() {
+    local rev
+    rev=$(jq -r 'select(.type == "command" and (.cmd | startswith("git describe"))) | .output' "$transcript" | tr -d '\n')
+    echo "revision: $rev"
+    if [[ $rev == *-dirty ]]; then grep -q "modified: uncommitted changes" "$tmp/pdf.txt"
+    else grep -q "clean: the run used exactly this commit" "$tmp/pdf.txt"; fi
+}
+verify "the title page says whether the tree was clean, as git describe recorded it" clean_tree
 figure_text() { grep -q "userstack-net" "$1" && grep -q "host B" "$1"; }
 verify "PDF has the architecture figure (its labels are text)" figure_text "$tmp/pdf.txt"
 
 step "Every Dockerfile and the compose file, verbatim"
 mapfile -t dockerfiles < <(git -C "$root" ls-files -- '*Dockerfile' | grep -E '(^|/)Dockerfile$|\.Dockerfile$')
 verify "the repository has at least one Dockerfile (git ls-files)" test "${#dockerfiles[@]}" -gt 0
-for file in "${dockerfiles[@]}" deploy/compose/compose.yaml; do
+for file in "${dockerfiles[@]}" deploy/compose/compose.yaml deploy/swarm/stack.yaml deploy/swarm/haproxy.cfg; do
     verify "PDF holds $file (every line, modulo whitespace)" python3 "$textcheck" lines "$root/$file" "$tmp/pdf.txt"
 done
 verify "DOCX holds deploy/compose/compose.yaml (every line, modulo whitespace)" \
@@ -99,6 +118,24 @@ if check "the transcript has a task-2 docker compose up" test -n "$up_record"; t
     verify "PDF shows when that docker compose up ran ($up_time)" python3 "$textcheck" has "$up_time" "$tmp/pdf.txt"
     verify "PDF shows that docker compose up's output, every line" python3 "$textcheck" lines "$tmp/up.out" "$tmp/pdf.txt"
 fi
+step "Task 3: the swarm's figures and its stack deploy, from the transcript"
+mapfile -t figures < <(jq -r 'select(.type == "figure" and (.section | startswith("Task 3"))) | .text' "$transcript")
+verify "the transcript has the eight figure lines of task 3 (issue 9's list 1-7)" bash -c \
+    "printf '%s\n' \"\$@\" | grep -cE '^([0-9]+ nodes|app replicas|app tasks answering|rolling update|rollback|node loss|data after|digests)' | grep -qx 8" _ "${figures[@]}"
+for f in "${figures[@]}"; do
+    verify "PDF shows the figure '${f:0:60}…'" python3 "$textcheck" has "$f" "$tmp/pdf.txt"
+done
+verify "PDF and transcript agree: rolling update with 0 failed" bash -c \
+    "printf '%s\n' \"\$@\" | grep -qE '^rolling update: [0-9]+ requests, 0 failed'" _ "${figures[@]}"
+deploy_record=$(jq -c 'select(.type == "command" and (.section | startswith("Task 3")) and .exit == 0
+    and (.cmd | test("stack deploy --with-registry-auth")))' "$transcript" | head -n 1)
+if check "the transcript has task 3's docker stack deploy" test -n "$deploy_record"; then
+    verify "PDF shows that docker stack deploy's command line" \
+        python3 "$textcheck" has "$(jq -r '.cmd' <<<"$deploy_record")" "$tmp/pdf.txt"
+    jq -r '.output' <<<"$deploy_record" | terminal_text >"$tmp/deploy.out"
+    verify "PDF shows that docker stack deploy's output, every line" python3 "$textcheck" lines "$tmp/deploy.out" "$tmp/pdf.txt"
+fi
+
 hosts=$(jq -r 'select(.type == "command" and (.section | startswith("Task"))) | .host' "$transcript" | sort -u)
 for host in $hosts; do
     verify "PDF has terminal prompts on host $host" grep -qE "^[a-z_][a-z0-9_-]*@$host:~\\$ " "$tmp/pdf.txt"

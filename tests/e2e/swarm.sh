@@ -1,0 +1,344 @@
+#!/usr/bin/env bash
+# tests/e2e/swarm.sh : task 3 end to end, on a swarm of three Docker hosts.
+#
+# tests/e2e/hosts.sh makes three hosts (node1..node3: own namespace, dockerd, sshd, none of this
+# machine's images) on one bridge. deploy/swarm/swarm.sh makes them a swarm with a registry on
+# the manager, pushes the task-1 images there and deploys deploy/swarm/stack.yaml. Then, printing
+# each figure on its own line and asserting it:
+#   1. 3 nodes, 1 manager and 2 workers, all Ready
+#   2. the app's replicas on >= 2 nodes; /, /users, /cache exact through the load balancer on
+#      every node's address, and every app task answering when asked directly on the overlay
+#   3. a rolling update under a bounded load: N requests, 0 failed
+#   4. an update to an image whose health check fails is rolled back by Swarm; the API answers
+#      throughout (0 failed)
+#   5. a worker cut off under load (with writes): the replicas reschedule, recovered in S <= 30 s,
+#      no acknowledged write lost
+#   6. the data survives `docker stack rm` + deploy
+#   7. every task runs the image digest that `push` printed
+# The loads (tests/e2e/load.py) target only the addresses of the hosts this test made. Everything
+# it made is removed on exit, also on failure, and that is verified.
+#
+# Needs: the task-1 images here (APP_IMAGE, default userstack:latest) and the stand-ins of
+# deploy/images/standins.env (incl. registry and haproxy), root, docker, jq, curl, ssh, sshd,
+# iproute2, iptables, openssl, python3. Exits non-zero if any check failed.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=../../deploy/lib/common.sh
+source "$root/deploy/lib/common.sh"
+
+export USERSTACK_SECTION="Task 3 — a swarm of three hosts"
+HOSTS=("$here/hosts.sh" --name node --count 3)
+SWARM=$root/deploy/swarm/swarm.sh
+LOAD=$here/load.py
+T_START=$(date +%s%3N)
+secs() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", (b-a)/1000}'; }
+
+# --- prerequisites: a missing one is a failure that says what to install --------------------
+[[ $EUID -eq 0 ]] || die "run as root (hosts.sh makes network namespaces and dockerds)"
+for tool in docker jq curl ssh ip iptables openssl python3 awk; do
+    command -v "$tool" >/dev/null || die "$tool is not installed (see .ci/install.sh)"
+done
+[[ -r $root/deploy/images/standins.env ]] || die "deploy/images/standins.env is missing"
+# shellcheck source=/dev/null
+source "$root/deploy/images/standins.env"
+export APP_IMAGE=${APP_IMAGE:-userstack:latest} POSTGRES_IMAGE REDIS_IMAGE HAPROXY_IMAGE REGISTRY_IMAGE
+for img in "$APP_IMAGE" "$POSTGRES_IMAGE" "$REDIS_IMAGE" "$HAPROXY_IMAGE" "$REGISTRY_IMAGE"; do
+    docker image inspect "$img" >/dev/null 2>&1 ||
+        die "image $img is not on this host: build the task-1 images and the stand-ins first (deploy/images/build-standins.sh)"
+done
+
+work=$(mktemp -d)
+export SWARM_STATE=$work/state
+# The caller's password or a generated one, as a file; it reaches the swarm only on stdin.
+if value=$(secret_value POSTGRES_PASSWORD); then
+    (umask 077 && printf '%s' "$value" >"$work/db_password")
+else
+    (umask 077 && head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$work/db_password")
+fi
+unset value POSTGRES_PASSWORD
+export POSTGRES_PASSWORD_FILE=$work/db_password
+V2=userstack:swarm-e2e-v2-$$
+BROKEN=userstack:swarm-e2e-broken-$$
+LOAD_PIDS=()
+
+# The tags this test put on this machine's images (the images themselves stay).
+our_tags() {
+    docker image ls --format '{{.Repository}}:{{.Tag}}' |
+        grep -E "^(${REGISTRY_HOST:-none}/|userstack:swarm-e2e-(v2|broken)-$$$)" || true
+}
+
+cleanup() {
+    local rc=$? pid tags
+    trap - EXIT
+    set +e
+    step "Clean up: everything this test made"
+    for pid in "${LOAD_PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+    "${HOSTS[@]}" stop || rc=1
+    mapfile -t tags < <(our_tags)
+    if ((${#tags[@]})); then run docker image rm "${tags[@]}" >/dev/null; fi
+    if [[ -n ${REGISTRY_HOST:-} && -d /etc/docker/certs.d/$REGISTRY_HOST ]]; then
+        run rm -rf "/etc/docker/certs.d/$REGISTRY_HOST"
+    fi
+    rm -rf "$work"
+    check "nothing of the three hosts is left (namespaces, veths, bridge, dockerds, sshds, data roots)" \
+        "${HOSTS[@]}" gone || rc=1
+    check "no image tag of this test is left" bash -c "[[ -z \"$(our_tags)\" ]]" || rc=1
+    check "this machine no longer trusts the test's registry CA" test ! -e "/etc/docker/certs.d/${REGISTRY_HOST:-none}" || rc=1
+    check "the test's work directory is gone" test ! -e "$work" || rc=1
+    ((CHECKS_FAILED == 0)) || rc=1
+    log "swarm e2e: $CHECKS_FAILED check(s) failed; total $(secs "$T_START" "$(date +%s%3N)") s"
+    exit "$rc"
+}
+trap cleanup EXIT
+
+# --- helpers ---------------------------------------------------------------------------------
+expect() { check "$@" || true; }
+# figure TEXT : one of the issue's figures, on its own line (and in the transcript).
+figure() {
+    printf 'FIGURE  %s\n' "$1" >&2
+    _record --arg type figure --arg text "$1"
+}
+dm() { docker -H "$HOST1_SSH" "$@"; }
+
+# body_is URL WANT : 200 and exactly the bytes WANT.
+body_is() {
+    local status
+    status=$(curl -sS --max-time 10 -o "$work/b" -w '%{http_code}' "$1") || return 1
+    printf 'HTTP %s, body: %q\n' "$status" "$(cat "$work/b")"
+    [[ $status == 200 ]] && cmp -s <(printf '%s' "$2") "$work/b"
+}
+users_json() {
+    local status
+    status=$(curl -sS --max-time 10 -o "$work/u" -w '%{http_code}' "$1/users?limit=1000") || return 1
+    printf 'HTTP %s: %s\n' "$status" "$(head -c 300 "$work/u")"
+    [[ $status == 200 ]] && jq -e "type == \"array\" and (${2:-true})" "$work/u" >/dev/null
+}
+
+# running_tasks SERVICE : "node image state" per running task.
+running_tasks() {
+    dm service ps --filter desired-state=running --format '{{.Node}} {{.Image}} {{.CurrentState}}' "userstack_$1"
+}
+
+# load_start NAME ARGS... : tests/e2e/load.py in the background, its JSON in $work/NAME.json.
+load_start() {
+    local name=$1; shift
+    rm -f "$work/$name.stop"
+    python3 "$LOAD" --stop-file "$work/$name.stop" "$@" >"$work/$name.json" 2>"$work/$name.err" &
+    LOAD_PIDS+=("$!")
+    LOAD_PID=$!
+}
+load_stop() {
+    touch "$work/$1.stop"
+    wait "$LOAD_PID" || die "the load generator failed: $(cat "$work/$1.err")"
+    run cat "$work/$1.json"
+}
+jqf() { jq -r "$2" "$work/$1.json"; }
+
+# --- the hosts and the swarm -------------------------------------------------------------------
+t0=$(date +%s%3N)
+"${HOSTS[@]}" start
+T_HOSTS=$(secs "$t0" "$(date +%s%3N)")
+eval "$("${HOSTS[@]}" env)"
+# shellcheck disable=SC2153 # set by the eval above
+NODES=("$HOST1_ADDR" "$HOST2_ADDR" "$HOST3_ADDR")
+REGISTRY_HOST=$HOST1_ADDR:${REGISTRY_PORT:-5443}
+LB_URLS=()
+for a in "${NODES[@]}"; do LB_URLS+=("http://$a:${LB_PORT:-5000}"); done
+
+t0=$(date +%s%3N)
+"$SWARM" init "${NODES[@]}"
+T_INIT=$(secs "$t0" "$(date +%s%3N)")
+
+step "Figure 1: the nodes"
+run docker -H "$HOST1_SSH" node ls
+nodes_ready=$(dm node ls --format '{{.Status}}' | grep -c '^Ready$' || true)
+managers=$(dm node ls --format '{{.ManagerStatus}}' | grep -c . || true)
+figure "$(dm node ls -q | wc -l) nodes ($managers manager, $(($(dm node ls -q | wc -l) - managers)) workers), $nodes_ready Ready"
+expect "3 nodes, 1 manager, 2 workers, all Ready" expect_eq "3 1 3" "$(dm node ls -q | wc -l) $managers $nodes_ready"
+certs_on_nodes() {
+    local a
+    for a in "${NODES[@]}"; do
+        ssh "root@$a" test -s "/etc/docker/certs.d/$REGISTRY_HOST/ca.crt" || { echo "missing on $a"; return 1; }
+        [[ $(ssh "root@$a" findmnt -no FSTYPE /etc/docker/certs.d) == tmpfs ]] || { echo "certs.d on $a is not its own"; return 1; }
+    done
+    echo "ca.crt in each node's own /etc/docker/certs.d/$REGISTRY_HOST/"
+}
+no_insecure_registries() {
+    local a got
+    for a in "${NODES[@]}"; do
+        got=$(docker -H "ssh://root@$a" info --format '{{range .RegistryConfig.InsecureRegistryCIDRs}}{{.}} {{end}}')
+        echo "$a: insecure registries: $got"
+        [[ $got == "127.0.0.0/8 " ]] || return 1
+    done
+}
+expect "each node's daemon trusts the registry CA in its own certs.d" certs_on_nodes
+expect "no daemon is told to skip TLS (insecure registries: only the default 127.0.0.0/8)" no_insecure_registries
+
+t0=$(date +%s%3N)
+"$SWARM" push
+T_PUSH=$(secs "$t0" "$(date +%s%3N)")
+cp "$SWARM_STATE/images.env" "$work/pushed.env"
+
+t0=$(date +%s%3N)
+"$SWARM" deploy
+T_DEPLOY=$(secs "$t0" "$(date +%s%3N)")
+
+# --- 2. spread, exact answers through the lb and from each task -------------------------------
+step "Figure 2: the app's replicas, the answers through the load balancer and from each task"
+run docker -H "$HOST1_SSH" service ps --filter desired-state=running --format 'table {{.Name}}\t{{.Node}}\t{{.CurrentState}}' userstack_app
+app_nodes=$(running_tasks app | awk '{print $1}' | sort -u | paste -sd' ')
+app_count=$(running_tasks app | grep -c ' Running ' || true)
+figure "app replicas: $app_count running on $(wc -w <<<"$app_nodes") nodes ($app_nodes)"
+expect "3 app replicas on at least 2 nodes" bash -c "[[ $app_count == 3 && $(wc -w <<<"$app_nodes") -ge 2 ]]"
+for url in "${LB_URLS[@]}"; do
+    expect "GET $url/ is exactly 'Hello, Docker Multi-Container!'" body_is "$url/" 'Hello, Docker Multi-Container!'
+done
+expect "GET /cache first is exactly 'Cache Miss: Key Set'" body_is "${LB_URLS[1]}/cache" 'Cache Miss: Key Set'
+expect "GET /cache then is exactly 'Cache Hit: Hello from Redis Cache!' (from another node)" \
+    body_is "${LB_URLS[2]}/cache" 'Cache Hit: Hello from Redis Cache!'
+expect "GET /users is an empty JSON array on a new volume" users_json "${LB_URLS[0]}" 'length == 0'
+run curl -sS -i --max-time 10 -X POST -H 'Content-Type: application/json' \
+    --data '{"name":"Ada Lovelace","email":"ada@example.com"}' "${LB_URLS[0]}/users"
+expect "POST /users answers 201" expect_eq 201 "$(head -1 <<<"$RUN_OUTPUT" | awk '{print $2}')"
+has_ada='any(.[]; .email == "ada@example.com" and .name == "Ada Lovelace")'
+for url in "${LB_URLS[@]}"; do
+    expect "GET $url/users lists it" users_json "$url" "$has_ada"
+done
+# Each task directly: from inside the manager's lb container (it is on the frontend overlay),
+# every address of tasks.app, with bash's /dev/tcp (the image has no curl).
+lb_container=$(dm ps -q --filter label=com.docker.swarm.service.name=userstack_lb | head -n 1)
+# shellcheck disable=SC2016 # expanded in the container
+run docker -H "$HOST1_SSH" exec "$lb_container" bash -c 'for ip in $(getent ahostsv4 tasks.app | awk "{print \$1}" | sort -u); do
+    exec 3<>/dev/tcp/$ip/5000; printf "GET / HTTP/1.0\r\nHost: app\r\n\r\n" >&3
+    printf "%s %s\n" "$ip" "$(tail -n 1 <&3)"; exec 3<&-; done'
+direct_ok=$(grep -c ' Hello, Docker Multi-Container!$' <<<"$RUN_OUTPUT" || true)
+figure "app tasks answering directly on the overlay: $direct_ok of $app_count"
+expect "every app task answers GET / directly on the overlay network" expect_eq "$app_count" "$direct_ok"
+expect "PostgreSQL is not reachable from this machine on any node" bash -c \
+    "for a in ${NODES[*]}; do ! timeout 3 bash -c \"</dev/tcp/\$a/5432\" 2>/dev/null || exit 1; done"
+run docker -H "$HOST1_SSH" network inspect --format '{{.Name}} internal={{.Internal}} encrypted={{index .Options "encrypted"}}' userstack_backend userstack_frontend
+expect "the backend overlay is internal and encrypted" bash -c \
+    "docker -H $HOST1_SSH network inspect --format '{{.Internal}} {{if index .Options \"encrypted\"}}encrypted{{end}}' userstack_backend | grep -qx 'true encrypted'"
+
+# --- 3. rolling update under load --------------------------------------------------------------
+step "Figure 3: a rolling update under a bounded load"
+# A new image: the same binary with one more label, so a new digest.
+run_sh "printf 'FROM %s\nLABEL org.userstack.e2e=rolling-update\n' $APP_IMAGE | docker build -q -t $V2 -"
+load_start rolling --duration 180 --workers 4 --rate 15 --write-every 5 "${LB_URLS[@]/#/--url=}"
+sleep 2
+t0=$(date +%s%3N)
+"$SWARM" update "$V2"
+T_UPDATE=$(secs "$t0" "$(date +%s%3N)")
+sleep 3
+load_stop rolling
+figure "rolling update: $(jqf rolling .requests) requests, $(jqf rolling .failed) failed ($(jqf rolling '.by_kind | to_entries | map("\(.key) \(.value)") | join(", ")'); update took $T_UPDATE s)"
+expect "the rolling update dropped no request (0 non-2xx, 0 connection errors)" expect_eq 0 "$(jqf rolling .failed)"
+expect "the load ran during the whole update (> 200 requests)" bash -c "(( $(jqf rolling .requests) > 200 ))"
+v2_ref=$(grep '^APP_IMAGE=' "$SWARM_STATE/images.env" | cut -d= -f2)
+expect "every app task runs the new image" bash -c \
+    "[[ \$(docker -H $HOST1_SSH service ps --filter desired-state=running --format '{{.Image}}' userstack_app | sort -u) == '$v2_ref' ]]"
+
+# --- 4. automatic rollback ----------------------------------------------------------------------
+step "Figure 4: an update to an image whose health check fails is rolled back by Swarm"
+run_sh "printf 'FROM %s\nLABEL org.userstack.e2e=broken\nHEALTHCHECK --interval=2s --timeout=2s --retries=1 CMD [\"/usr/local/bin/userstack\", \"healthcheck\", \"--port\", \"1\"]\n' $APP_IMAGE | docker build -q -t $BROKEN -"
+load_start rollback --duration 240 --workers 2 --rate 10 "${LB_URLS[@]/#/--url=}"
+t0=$(date +%s%3N)
+try "$SWARM" update "$BROKEN" || true
+T_ROLLBACK=$(secs "$t0" "$(date +%s%3N)")
+load_stop rollback
+final_state=$(dm service inspect --format '{{.UpdateStatus.State}}' userstack_app)
+final_image=$(dm service inspect --format '{{.Spec.TaskTemplate.ContainerSpec.Image}}' userstack_app)
+figure "rollback: update state $final_state after $T_ROLLBACK s; image now ${final_image##*@} (previous ${v2_ref##*@}); API during it: $(jqf rollback .requests) requests, $(jqf rollback .failed) failed"
+expect "Swarm rolled the update back by itself" expect_eq rollback_completed "$final_state"
+expect "the service's image is the previous one again" expect_eq "$v2_ref" "$final_image"
+expect "the API answered throughout (0 failed)" expect_eq 0 "$(jqf rollback .failed)"
+expect "every running app task runs the previous image" bash -c \
+    "[[ \$(docker -H $HOST1_SSH service ps --filter desired-state=running --format '{{.Image}}' userstack_app | sort -u) == '$v2_ref' ]]"
+
+# --- 5. node loss ---------------------------------------------------------------------------------
+step "Figure 5: node3 cut off under load (writes included)"
+run docker -H "$HOST1_SSH" service ps --filter desired-state=running --format 'table {{.Name}}\t{{.Node}}\t{{.CurrentState}}' userstack_app
+# Load on the nodes that stay: a client of a lost node has lost its load balancer too.
+load_start nodeloss --duration 120 --workers 4 --rate 15 --write-every 3 --created "$work/created" \
+    "--url=${LB_URLS[0]}" "--url=${LB_URLS[1]}"
+sleep 3
+t0=$(date +%s%3N)
+run ip link set us-node-3 down
+# Recovered: three app tasks running and healthy on the nodes that remain.
+recovered() { [[ $(running_tasks app | grep -v "^$HOST3_NAME " | grep -c ' Running ') == 3 ]]; }
+waited=0
+until recovered; do
+    ((waited >= 90)) && break
+    sleep 1
+    waited=$((waited + 1))
+done
+T_RECOVER=$(secs "$t0" "$(date +%s%3N)")
+sleep 5
+load_stop nodeloss
+run docker -H "$HOST1_SSH" node ls
+run docker -H "$HOST1_SSH" service ps --filter desired-state=running --format 'table {{.Name}}\t{{.Node}}\t{{.CurrentState}}' userstack_app
+# Every acknowledged write is in the table (read through the API, all pages).
+created=$(sort -u "$work/created" | wc -l)
+curl -sS --max-time 20 "${LB_URLS[0]}/users?limit=1000" >"$work/all.json"
+after=""
+: >"$work/ids"
+while :; do
+    curl -sS --max-time 20 "${LB_URLS[0]}/users?limit=1000${after:+&after=$after}" >"$work/page.json"
+    jq -r '.[].id' "$work/page.json" >>"$work/ids"
+    [[ $(jq length "$work/page.json") == 1000 ]] || break
+    after=$(jq -r '.[-1].id' "$work/page.json")
+done
+lost=$(comm -23 <(sort -u "$work/created") <(sort -u "$work/ids") | wc -l)
+figure "node loss: $(jqf nodeloss .requests) requests, $(jqf nodeloss .failed) failed, recovered in $T_RECOVER s; writes: $created acknowledged, $lost lost"
+expect "the app was back to 3 running replicas within 30 s" bash -c "recovered_ms=\$(awk -v s=$T_RECOVER 'BEGIN{print s*1000}'); (( \${recovered_ms%.*} <= 30000 ))"
+expect "no acknowledged write was lost" expect_eq 0 "$lost"
+expect "writes were acknowledged during the loss (> 50)" bash -c "(( $created > 50 ))"
+run ip link set us-node-3 up
+wait_until 90 "node3 is Ready again" bash -c "[[ \$(docker -H $HOST1_SSH node inspect --format '{{.Status.State}}' $HOST3_NAME) == ready ]]"
+
+# --- 6. data survives stack rm + deploy -----------------------------------------------------------
+step "Figure 6: the data survives docker stack rm and deploy"
+users_before=$(wc -l <"$work/ids")
+"$SWARM" down
+run docker -H "$HOST1_SSH" volume ls --filter name=userstack_pgdata
+"$SWARM" deploy
+: >"$work/ids2"
+after=""
+while :; do
+    curl -sS --max-time 20 "${LB_URLS[0]}/users?limit=1000${after:+&after=$after}" >"$work/page.json"
+    jq -r '.[].id' "$work/page.json" >>"$work/ids2"
+    [[ $(jq length "$work/page.json") == 1000 ]] || break
+    after=$(jq -r '.[-1].id' "$work/page.json")
+done
+users_after=$(wc -l <"$work/ids2")
+figure "data after stack rm + deploy: $users_before users before, $users_after after"
+expect "every user is still there after stack rm + deploy" expect_eq "$(sort "$work/ids")" "$(sort "$work/ids2")"
+expect "GET /users still lists Ada" users_json "${LB_URLS[2]}" "$has_ada"
+
+# --- 7. digests -----------------------------------------------------------------------------------
+step "Figure 7: the nodes run the digests push printed"
+run cat "$SWARM_STATE/images.env"
+# For every running container of the stack on every node: its image's repo digests.
+: >"$work/running"
+for i in 1 2 3; do
+    sock_var=HOST${i}_SSH
+    docker -H "${!sock_var}" ps --filter label=com.docker.stack.namespace=userstack \
+        --format '{{.Label "com.docker.swarm.service.name"}} {{.Image}}' >>"$work/running"
+done
+run cat "$work/running"
+digest_ok=0 digest_total=0
+while read -r svc img; do
+    digest_total=$((digest_total + 1))
+    var=$(case $svc in userstack_app) echo APP_IMAGE ;; userstack_db) echo POSTGRES_IMAGE ;;
+        userstack_redis) echo REDIS_IMAGE ;; userstack_lb) echo HAPROXY_IMAGE ;; esac)
+    want=$(grep "^$var=" "$SWARM_STATE/images.env" | cut -d= -f2)
+    [[ $img == "$want" ]] && digest_ok=$((digest_ok + 1))
+done <"$work/running"
+pushed_ok=$(comm -12 <(sort "$work/pushed.env" | grep -v '^APP_IMAGE=') <(sort "$SWARM_STATE/images.env" | grep -v '^APP_IMAGE=') | wc -l)
+figure "digests: $digest_ok of $digest_total containers on 3 nodes run the digest push printed ($pushed_ok of 3 base images unchanged since the first push, the app at the update's)"
+expect "every container runs the digest push printed" expect_eq "$digest_total" "$digest_ok"
+expect "the containers are spread over the 3 nodes" bash -c "(( $digest_total >= 6 ))"
+
+log "timings: hosts ${T_HOSTS} s, init ${T_INIT} s, push ${T_PUSH} s, deploy ${T_DEPLOY} s, rolling update ${T_UPDATE} s, rollback ${T_ROLLBACK} s, node loss recovery ${T_RECOVER} s"
