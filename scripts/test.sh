@@ -3,7 +3,9 @@
 # Runs every test of the project, in stages, and prints one line per stage and a summary.
 #
 #   scripts/test.sh              all stages
-#   scripts/test.sh rust deploy  only those stages (rust | deploy | report | bench)
+#   scripts/test.sh rust deploy  only those stages (rust | deploy | report | bench | swarm)
+#
+# `swarm` (tests/e2e/swarm.sh alone) is not in the default list: the report stage runs it, once.
 #
 # Prerequisites come from `.ci/install.sh` (Debian bookworm, as root). The Rust tests start
 # their own PostgreSQL and Redis; the deploy stages use the local Docker engine and build the
@@ -42,6 +44,7 @@ deploy() {
     # shellcheck disable=SC2046 # one word per path
     stage shellcheck shellcheck -x $(shell_scripts)
     stage compose-config docker compose -f deploy/compose/compose.yaml config --quiet
+    stage stack-config bash -c "docker stack config -c deploy/swarm/stack.yaml -c deploy/swarm/stack.mesh.yaml >/dev/null && docker stack config -c deploy/swarm/stack.yaml >/dev/null"
     stage standins deploy/images/build-standins.sh
     stage standins-contract tests/e2e/standins.sh
     # The README's first command on a Docker CLI without plugins (builds the app image, which the
@@ -49,10 +52,10 @@ deploy() {
     stage newcomer tests/e2e/newcomer.sh
 }
 
-# The report runs task 1 and task 2 end to end (tests/e2e/manual.sh, tests/e2e/compose.sh) and
+# The report runs tasks 1, 2 and 3 end to end (tests/e2e/manual.sh, compose.sh, swarm.sh) and
 # renders what they did; so those tests run here, once, not twice.
 report() {
-    stage task1-task2-report deploy/report/generate.sh --out out/report
+    stage task1-task2-task3-report deploy/report/generate.sh --out out/report
     stage report-contents tests/report/check.sh out/report
     stage report-on-failure tests/report/failing.sh
 }
@@ -83,10 +86,15 @@ bench() {
     stage bench-quick bench/run.sh "${args[@]}"
 }
 
+# Task 3 alone (the report stage runs it too): a swarm of three hosts, about 4 minutes.
+swarm() {
+    stage swarm-e2e tests/e2e/swarm.sh
+}
+
 for s in "${stages[@]}"; do
     case $s in
-        rust | deploy | report | bench) "$s" ;;
-        *) die "unknown stage '$s' (rust | deploy | report | bench)" ;;
+        rust | deploy | report | bench | swarm) "$s" ;;
+        *) die "unknown stage '$s' (rust | deploy | report | bench | swarm)" ;;
     esac
 done
 

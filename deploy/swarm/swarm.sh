@@ -40,6 +40,8 @@ Environment (default in brackets):
   REGISTRY  host:port/namespace of a registry the nodes can already pull from: no registry of
             our own is made, `push` goes there [a registry on the manager, ADDR:REGISTRY_PORT/userstack]
   REGISTRY_PORT [5443]  LB_PORT [5000] (the port every node answers on)  APP_REPLICAS [3]
+  ENCRYPT_BACKEND=1  IPsec on the backend overlay (stack.encrypted.yaml; needs kernel support)
+  MESH=1             the routing mesh instead of the lb (stack.mesh.yaml; needs IPVS)
   SWARM_SSH_USER [root]   SWARM_STATE [${XDG_STATE_HOME:-~/.local/state}/userstack/swarm]
   WAIT_TIMEOUT [300]      USERSTACK_TRANSCRIPT (deploy/lib/common.sh)
 EOF
@@ -250,7 +252,10 @@ cmd_deploy() {
     fi
 
     step "2. docker stack deploy: the images by digest, from the registry"
-    dm stack deploy --with-registry-auth --prune -c "$STACK_FILE" "$STACK"
+    local files=(-c "$STACK_FILE")
+    [[ ${ENCRYPT_BACKEND:-0} == 1 ]] && files+=(-c "$here/stack.encrypted.yaml")
+    [[ ${MESH:-0} == 1 ]] && files+=(-c "$here/stack.mesh.yaml")
+    dm stack deploy --with-registry-auth --prune "${files[@]}" "$STACK"
 
     step "3. Wait until every service has all its replicas running and healthy"
     wait_until "$WAIT_TIMEOUT" "every service of $STACK has its replicas" replicas_ready
