@@ -251,11 +251,9 @@ start() {
     : >"$CLIENT_DIR/ssh_config"
     run ssh-keygen -q -t ed25519 -N '' -C "userstack $NAME client key" -f "$CLIENT_DIR/id_ed25519"
     # The tmpfs over certs.d is mounted in each host's own mount namespace; the mount point
-    # must exist in the file system they share with host A.
-    if [[ ! -d $CERTS_D ]]; then
-        mkdir -p "$CERTS_D"
-        touch "$RUN_ROOT/made-certs-d"
-    fi
+    # must exist in the file system they share with host A. Docker's own directory: it stays
+    # (removing it could pull the mount point from under another set of hosts).
+    mkdir -p "$CERTS_D"
     # sshd's privilege-separation directory; normally made by the openssh-server unit.
     if [[ ! -d /run/sshd ]]; then
         install -d -m 0755 /run/sshd
@@ -337,7 +335,6 @@ stop() {
     done < <(awk -v a="$RUN_ROOT" -v b="$DATA_ROOT" \
         'index($5, a"/") == 1 || index($5, b"/") == 1 {print $5}' /proc/self/mountinfo | sort -r)
     if [[ -e $RUN_ROOT/made-run-sshd ]]; then rmdir /run/sshd 2>/dev/null || true; fi
-    if [[ -e $RUN_ROOT/made-certs-d ]]; then rmdir "$CERTS_D" 2>/dev/null || true; fi
     if [[ -e $RUN_ROOT ]]; then run rm -rf "$RUN_ROOT"; fi
     if [[ -e $DATA_ROOT ]]; then run rm -rf "$DATA_ROOT"; fi
     for i in "${HOSTS[@]}"; do
