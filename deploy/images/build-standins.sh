@@ -3,7 +3,8 @@
 # (this machine, CI, air-gapped hosts). Two parts:
 #   1. the Debian bases, from nothing: debootstrap, security updates, docker import (this script);
 #   2. everything built on top of them (a distroless-like runtime, a Rust builder, PostgreSQL 13,
-#      Redis 7, and for deploy/swarm a registry and HAProxy): targets of docker-bake.hcl here, built with `docker buildx bake`, whose cache
+#      Redis 7, and for deploy/swarm a registry and HAProxy): targets of docker-bake.hcl here,
+#      built with `docker buildx bake`, whose cache
 #      decides what is rebuilt. This script stages the Rust toolchain for it, then checks what
 #      changed. See README.md here.
 #
