@@ -87,7 +87,8 @@ cmd_init() {
     if [[ $state == active ]]; then
         log "$manager is already in a swarm: kept"
     else
-        dm swarm init --advertise-addr "$manager"
+        # Its output names the join token, which admits nodes: shown as <token>, never recorded.
+        run_sh "docker -H $(ssh_url "$manager") swarm init --advertise-addr $manager | sed -E 's/SWMTKN-[A-Za-z0-9-]+/<token>/'"
     fi
 
     step "2. The workers join over their addresses"
