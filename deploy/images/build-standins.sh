@@ -22,6 +22,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=../lib/common.sh
 . "$here/../lib/common.sh"
+# shellcheck source-path=SCRIPTDIR source=../lib/cli-plugins.sh
+. "$here/../lib/cli-plugins.sh"
 
 # Where the images are tagged and where the bases come from; docker-bake.hcl reads them too.
 export STANDINS_REPO=${STANDINS_REPO:-userstack-standin}
@@ -157,21 +159,28 @@ finish_base() {
     run_sh "tar -C $(printf '%q' "$root") --numeric-owner -c . | docker import $(printf '%q ' "${CHANGES[@]}")- $name"
 }
 
-build_bases() {
-    step "1/2 Base images $BASE_REPO/debian:bookworm and :bullseye (debootstrap + docker import)"
-    local suite dir todo=() start=$SECONDS have
-    declare -A recipe=()
+# bases_todo : the suites whose base is missing or was made by another recipe (all with --force),
+# in BASES_TODO.
+BASES_TODO=()
+declare -A RECIPE=()
+bases_todo() {
+    local suite have
+    BASES_TODO=()
     for suite in bookworm bullseye; do
-        recipe[$suite]=$(base_recipe "$suite")
+        RECIPE[$suite]=$(base_recipe "$suite")
         have=$(docker image inspect -f "{{index .Config.Labels \"$RECIPE_LABEL\"}}" "$BASE_REPO/debian:$suite" 2>/dev/null || true)
-        if ((force)) || [[ $have != "${recipe[$suite]}" ]]; then
-            todo+=("$suite")
+        if ((force)) || [[ $have != "${RECIPE[$suite]}" ]]; then
+            BASES_TODO+=("$suite")
         else
             log "$BASE_REPO/debian:$suite is up to date (recipe ${have:0:12}); --force rebuilds it"
         fi
     done
+}
+
+build_bases() {
+    step "1/2 Base images $BASE_REPO/debian:bookworm and :bullseye (debootstrap + docker import)"
+    local suite dir todo=("${BASES_TODO[@]}") start=$SECONDS
     ((${#todo[@]})) || return 0
-    command -v debootstrap >/dev/null || die "debootstrap is missing: apt-get install debootstrap (see .ci/install.sh)"
     # The two downloads are network-bound and independent: run them side by side.
     for suite in "${todo[@]}"; do
         new_tmpdir "$suite"
@@ -192,7 +201,7 @@ build_bases() {
         fi
         tail -n 2 "$dir/debootstrap.log" >&2
         log "debootstrap $suite done after $((SECONDS - start))s"
-        finish_base "$suite" "$dir" "${recipe[$suite]}"
+        finish_base "$suite" "$dir" "${RECIPE[$suite]}"
         rm -rf --one-file-system "$dir"
     done
     BG_PIDS=()
@@ -322,13 +331,23 @@ bake() {
 
 step "Preflight"
 docker info >/dev/null 2>&1 || die "no Docker engine answers (start dockerd; see /work/shared/docker-here.md)"
-docker buildx version >/dev/null 2>&1 || die "docker buildx is missing: run .ci/install.sh"
 log "Debian mirror $MIRROR, security $SECURITY_MIRROR; bases: $bases; targets: ${targets[*]:-none}; force=$force"
-
 # The targets need the bases: build them when missing even if not named.
 if ((bases)) || ! docker image inspect "$BASE_REPO/debian:bookworm" "$BASE_REPO/debian:bullseye" >/dev/null 2>&1; then
-    build_bases
+    bases_todo
 fi
+# Everything this run will need from the host, said at once, before any work.
+missing=()
+if ((${#BASES_TODO[@]})) && ! command -v debootstrap >/dev/null; then
+    missing+=("debootstrap (the Debian bases: apt-get install debootstrap)")
+fi
+if [[ " ${targets[*]} " == *" "@(rust|runtime|default)" "* ]] && ! command -v cargo >/dev/null; then
+    missing+=("a Rust 1.95 toolchain (the Rust builder copies it, the runtime check builds with it: https://rustup.rs)")
+fi
+((${#missing[@]} == 0)) || die "this host lacks what the stand-ins are made from: $(printf '\n  - %s' "${missing[@]}")"
+if ((${#targets[@]})); then ensure_cli_plugins buildx; fi
+
+if ((${#BASES_TODO[@]})); then build_bases; fi
 if ((${#targets[@]})); then bake "${targets[@]}"; fi
 
 step "Summary"

@@ -75,16 +75,16 @@ target "redis" {
 # For deploy/swarm: the registry the swarm's nodes pull from, and the edge load balancer.
 target "registry" {
   context = "registry"
-  args    = { BASE_IMAGE = "${BASE_REPO}/debian:bookworm" }
-  tags    = ["${REPO}/registry:2"]
-  labels = standin_labels("${REPO}/registry:2", "registry:2", "2.8",
+  args    = { BASE_IMAGE = "${STANDINS_BASE_REPO}/debian:bookworm" }
+  tags    = ["${STANDINS_REPO}/registry:2"]
+  labels = standin_labels("${STANDINS_REPO}/registry:2", "registry:2", "2.8",
   "Debian bookworm docker-registry 2.8 (CNCF distribution), the official image's config.yml.")
 }
 
 target "haproxy" {
   context = "haproxy"
-  args    = { BASE_IMAGE = "${BASE_REPO}/debian:bookworm" }
-  tags    = ["${REPO}/haproxy:2.6"]
-  labels = standin_labels("${REPO}/haproxy:2.6", "haproxy:2.6", "2.6",
+  args    = { BASE_IMAGE = "${STANDINS_BASE_REPO}/debian:bookworm" }
+  tags    = ["${STANDINS_REPO}/haproxy:2.6"]
+  labels = standin_labels("${STANDINS_REPO}/haproxy:2.6", "haproxy:2.6", "2.6",
   "Debian bookworm haproxy 2.6, config in /usr/local/etc/haproxy, user haproxy (uid 99), SIGUSR1.")
 }
