@@ -17,6 +17,8 @@ packages=(
     # postgresql), and the seed's Flask app as a baseline (Debian's packages rather than pip:
     # bookworm's python3 is externally managed, PEP 668)
     wrk nginx-light python3-flask python3-psycopg2 python3-redis gunicorn
+    # the fuzz stage's schemathesis runs in a venv of its own
+    python3 python3-venv
 )
 
 missing=()
@@ -32,6 +34,16 @@ fi
 if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then
     pg_ctlcluster --force "$(pg_lsclusters -h | awk 'NR==1{print $1}')" main stop 2>/dev/null || true
 fi
+
+# schemathesis (PyPI) for the fuzz stage, pinned, in a venv so the system's Python stays as it is.
+schemathesis_version=4.32.5
+venv=/opt/userstack-tools/venv
+if [[ "$("$venv/bin/st" --version 2>/dev/null)" != *"$schemathesis_version"* ]]; then
+    echo "==> installing schemathesis $schemathesis_version into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$schemathesis_version"
+fi
+"$venv/bin/st" --version
 
 # The nginx package may start a server on port 80 where an init system runs; the benchmark starts
 # its own on a free port.

@@ -3,7 +3,7 @@
 # Runs every test of the project, in stages, and prints one line per stage and a summary.
 #
 #   scripts/test.sh              all stages
-#   scripts/test.sh rust deploy  only those stages (rust | deploy | report | bench | swarm)
+#   scripts/test.sh rust deploy  only those stages (rust | fuzz | chaos | deploy | report | bench | swarm)
 #
 # `swarm` (tests/e2e/swarm.sh alone) is not in the default list: the report stage runs it, once.
 #
@@ -16,7 +16,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source deploy/lib/common.sh
 
 stages=("$@")
-((${#stages[@]})) || stages=(rust deploy report bench)
+((${#stages[@]})) || stages=(rust fuzz deploy report bench)
 passed=0 failed=0 summary=()
 
 stage() {
@@ -38,6 +38,18 @@ rust() {
     stage fmt cargo fmt --all -- --check
     stage clippy cargo clippy --workspace --all-targets --locked -- -D warnings
     stage cargo-test cargo test --workspace --locked
+}
+
+# schemathesis, every check, against the real binary over its own PostgreSQL and Redis.
+fuzz() {
+    stage fuzz cargo test -p userstack-server --locked --features fuzz --test fuzz -- --nocapture
+}
+
+# PostgreSQL, Redis and the server itself killed, frozen and flooded under load; one line of
+# figures per scenario.
+chaos() {
+    stage chaos cargo test -p userstack-server --locked --features chaos --test chaos -- \
+        --nocapture --test-threads 1
 }
 
 deploy() {
@@ -93,8 +105,8 @@ swarm() {
 
 for s in "${stages[@]}"; do
     case $s in
-        rust | deploy | report | bench | swarm) "$s" ;;
-        *) die "unknown stage '$s' (rust | deploy | report | bench | swarm)" ;;
+        rust | fuzz | chaos | deploy | report | bench | swarm) "$s" ;;
+        *) die "unknown stage '$s' (rust | fuzz | chaos | deploy | report | bench | swarm)" ;;
     esac
 done
 

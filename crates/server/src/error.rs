@@ -19,16 +19,25 @@ const RETRY_AFTER_SECS: &str = "5";
 /// enough for in-flight requests to drain, and spreading retries wider only idles the server.
 const OVERLOAD_RETRY_AFTER_SECS: &str = "1";
 
-/// An RFC 9457 problem.
-#[derive(Debug, Serialize)]
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct Problem {
+    /// A URI naming the kind of problem (`urn:userstack:problem:…`), or `about:blank` when the
+    /// status says it all.
     #[serde(rename = "type")]
     kind: &'static str,
+    /// The status's reason phrase.
     title: &'static str,
+    /// The HTTP status code.
+    #[schema(minimum = 400, maximum = 599)]
     status: u16,
+    /// What went wrong, for a human.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
     detail: Option<String>,
+    /// For validation problems: each invalid field and why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<crate::openapi::FieldErrorDoc>, required = false)]
     errors: Vec<FieldError>,
 }
 

@@ -32,6 +32,7 @@ pub mod config;
 pub mod drain;
 mod error;
 pub mod metrics;
+pub mod openapi;
 mod overload;
 mod routes;
 mod serve;

@@ -8,6 +8,8 @@ use axum::response::IntoResponse;
 
 use crate::metrics::Metrics;
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "OpenMetrics text: requests by route and status, latency, cache results, pool occupancy", body = String, content_type = "application/openmetrics-text")))]
 pub(super) async fn metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     (
         [(

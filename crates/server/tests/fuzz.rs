@@ -1,0 +1,61 @@
+//! schemathesis against the real binary over a real PostgreSQL and Redis: every check, on every
+//! operation of `/openapi.json`, must pass — no server error, no response the document does not
+//! describe. Run by `scripts/test.sh fuzz` (`cargo test -p userstack-server --features fuzz
+//! --test fuzz`); schemathesis comes from the venv that `.ci/install.sh` makes
+//! (`SCHEMATHESIS` overrides the path).
+
+mod support;
+
+use std::process::Command;
+
+use support::Server;
+use userstack_cache_redis::testing::TestRedis;
+use userstack_storage_pg::testing::TestPostgres;
+
+const DEFAULT_SCHEMATHESIS: &str = "/opt/userstack-tools/venv/bin/st";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schemathesis_finds_no_server_error_and_no_violation_of_the_document() {
+    let st = std::env::var("SCHEMATHESIS").unwrap_or_else(|_| DEFAULT_SCHEMATHESIS.to_owned());
+    assert!(
+        std::path::Path::new(&st).exists(),
+        "schemathesis not found at {st}: run .ci/install.sh, or set SCHEMATHESIS"
+    );
+    let pg = TestPostgres::start();
+    let database = pg.fresh_database().await;
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("fuzz:{}:", std::process::id());
+    let server = Server::start(
+        &[
+            ("DATABASE_URL", &TestPostgres::url(&database)),
+            ("REDIS_URL", redis.url()),
+            ("REDIS_KEY_PREFIX", &prefix),
+        ],
+        &dir.path().join("server.log"),
+    );
+    let examples = std::env::var("FUZZ_MAX_EXAMPLES").unwrap_or_else(|_| "150".to_owned());
+    let output = Command::new(&st)
+        .arg("run")
+        .arg(format!("{}/openapi.json", server.base()))
+        .args(["--checks", "all"])
+        .args(["--max-examples", &examples])
+        .args(["--workers", "2"])
+        .args(["--seed", "1"])
+        .args(["--report", "junit", "--report-dir"])
+        .arg(dir.path().join("report"))
+        // Its example cache goes in the temporary directory, not the source tree.
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run schemathesis");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("{stdout}{stderr}");
+    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+    assert!(
+        !log.contains("\"level\":\"ERROR\""),
+        "the server logged errors:\n{log}"
+    );
+    assert!(output.status.success(), "schemathesis found failures");
+}
