@@ -14,6 +14,21 @@ use userstack_storage_pg::testing::TestPostgres;
 
 const DEFAULT_SCHEMATHESIS: &str = "/opt/userstack-tools/venv/bin/st";
 
+/// Every check runs, except `negative_data_rejection`, for a documented reason.
+///
+/// The document's `name` and `email` schemas are a subset of what the service accepts, not an
+/// exact description, because JSON Schema cannot say what the service does: it trims
+/// surrounding whitespace before checking lengths (so `" " + 100 characters` is a valid name),
+/// and it bounds the part of an email before the `@` in UTF-8 bytes (64), which a pattern over
+/// characters cannot express, so the pattern admits ASCII only. Data outside the schema may
+/// therefore be accepted, correctly, and this check calls that a failure. Everything the schema
+/// calls valid must still be accepted (`positive_data_acceptance`), invalid parameters are
+/// rejected with 400 (`tests/http.rs`), and the exact rules are property-tested in
+/// `userstack-core` (`tests/properties.rs`). The check is excluded for every operation, not
+/// only the three with a user body, because schemathesis 4.32's per-operation
+/// `checks.negative_data_rejection.enabled = false` did not take effect when tried.
+const EXCLUDED_CHECKS: &str = "negative_data_rejection";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn schemathesis_finds_no_server_error_and_no_violation_of_the_document() {
     let st = std::env::var("SCHEMATHESIS").unwrap_or_else(|_| DEFAULT_SCHEMATHESIS.to_owned());
@@ -38,9 +53,12 @@ async fn schemathesis_finds_no_server_error_and_no_violation_of_the_document() {
     let output = Command::new(&st)
         .arg("run")
         .arg(format!("{}/openapi.json", server.base()))
-        .args(["--checks", "all"])
+        .args(["--checks", "all", "--exclude-checks", EXCLUDED_CHECKS])
         .args(["--max-examples", &examples])
-        .args(["--workers", "2"])
+        // One worker: Python 3.11's ast.parse is not thread-safe (CPython gh-106905; Debian
+        // bookworm ships 3.11.2), and hypothesis parses lambdas while generating, so two workers
+        // fail now and then with "AST constructor recursion depth mismatch".
+        .args(["--workers", "1"])
         .args(["--seed", "1"])
         .args(["--report", "junit", "--report-dir"])
         .arg(dir.path().join("report"))
