@@ -190,7 +190,8 @@ cmd_up() {
     host=${host#*@}
     host=${host%%[:/]*}
     [[ $ENDPOINT == unix://* || -z $host ]] && host=127.0.0.1
-    port=$(docker compose "${COMPOSE_ARGS[@]}" config --format json | jq -r '.services.app.ports[0].published')
+    port=$(docker compose "${COMPOSE_ARGS[@]}" config --format json | jq -er '.services.app.ports[0].published') ||
+        port=APP_PORT
     log "the stack is up on $1: http://$host:$port (remote.sh up took $SECONDS s)"
 }
 
