@@ -40,9 +40,17 @@ function "standin_labels" {
   }
 }
 
+# The Debian base each image starts FROM.
+target "_on_bookworm" {
+  args = { BASE_IMAGE = "${STANDINS_BASE_REPO}/debian:bookworm" }
+}
+target "_on_bullseye" {
+  args = { BASE_IMAGE = "${STANDINS_BASE_REPO}/debian:bullseye" }
+}
+
 target "runtime" {
   context = "runtime"
-  args    = { BASE_IMAGE = "${STANDINS_BASE_REPO}/debian:bookworm" }
+  inherits = ["_on_bookworm"]
   tags    = ["${STANDINS_REPO}/distroless-cc:debian12"]
   labels = standin_labels("${STANDINS_REPO}/distroless-cc:debian12", "gcr.io/distroless/cc-debian12:nonroot", "12",
   "Files of libc6 libssl3 ca-certificates tzdata base-files netbase libgcc-s1 libgomp1 libstdc++6 (Debian bookworm), nonroot 65532; no shell, no package manager.")
@@ -50,7 +58,8 @@ target "runtime" {
 
 target "rust" {
   context = RUST_CONTEXT
-  args    = { BASE_IMAGE = "${STANDINS_BASE_REPO}/debian:bookworm", RUST_VERSION = RUST_VERSION }
+  inherits = ["_on_bookworm"]
+  args    = { RUST_VERSION = RUST_VERSION }
   tags    = ["${STANDINS_REPO}/rust:1.95-slim-bookworm"]
   labels = standin_labels("${STANDINS_REPO}/rust:1.95-slim-bookworm", "rust:1.95-slim-bookworm", RUST_VERSION,
   "Debian bookworm gcc, libc6-dev, ca-certificates + Rust ${RUST_VERSION} (cargo, rustc, rustdoc, rust-std; no rustup).")
@@ -58,7 +67,7 @@ target "rust" {
 
 target "postgres" {
   context = "postgres"
-  args    = { BASE_IMAGE = "${STANDINS_BASE_REPO}/debian:bullseye" }
+  inherits = ["_on_bullseye"]
   tags    = ["${STANDINS_REPO}/postgres:13"]
   labels = standin_labels("${STANDINS_REPO}/postgres:13", "postgres:13", "13",
   "Debian bullseye postgresql-13 with an entrypoint honouring the official image's POSTGRES_* contract.")
@@ -66,7 +75,7 @@ target "postgres" {
 
 target "redis" {
   context = "redis"
-  args    = { BASE_IMAGE = "${STANDINS_BASE_REPO}/debian:bookworm" }
+  inherits = ["_on_bookworm"]
   tags    = ["${STANDINS_REPO}/redis:7"]
   labels = standin_labels("${STANDINS_REPO}/redis:7", "redis:7", "7",
   "Debian bookworm redis-server 7.0, protected mode off, /data, user redis.")
@@ -75,7 +84,7 @@ target "redis" {
 # For deploy/swarm: the registry the swarm's nodes pull from, and the edge load balancer.
 target "registry" {
   context = "registry"
-  args    = { BASE_IMAGE = "${STANDINS_BASE_REPO}/debian:bookworm" }
+  inherits = ["_on_bookworm"]
   tags    = ["${STANDINS_REPO}/registry:2"]
   labels = standin_labels("${STANDINS_REPO}/registry:2", "registry:2", "2.8",
   "Debian bookworm docker-registry 2.8 (CNCF distribution), the official image's config.yml.")
@@ -83,7 +92,7 @@ target "registry" {
 
 target "haproxy" {
   context = "haproxy"
-  args    = { BASE_IMAGE = "${STANDINS_BASE_REPO}/debian:bookworm" }
+  inherits = ["_on_bookworm"]
   tags    = ["${STANDINS_REPO}/haproxy:2.6"]
   labels = standin_labels("${STANDINS_REPO}/haproxy:2.6", "haproxy:2.6", "2.6",
   "Debian bookworm haproxy 2.6, config in /usr/local/etc/haproxy, user haproxy (uid 99), SIGUSR1.")
