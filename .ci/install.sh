@@ -10,7 +10,7 @@ packages=(
     # deploy scripts and their checks
     shellcheck jq curl iproute2 debootstrap openssh-server openssh-client
     # the multi-host tests (tests/e2e/hosts.sh) and the swarm's registry CA (deploy/swarm)
-    iptables openssl python3
+    iptables openssl python3 apache2-utils
     # the report
     pandoc weasyprint graphviz poppler-utils fonts-dejavu-core
     # the benchmark: its load generator, nginx (the static-file ceiling; pgbench comes with

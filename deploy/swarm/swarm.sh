@@ -19,7 +19,9 @@ Usage: deploy/swarm/swarm.sh COMMAND [ARG...]
           the manager gets the node label userstack.db=true (PostgreSQL and its volume live
           there). Unless REGISTRY is set: a CA and a TLS certificate for a registry on the
           manager (port REGISTRY_PORT), the CA installed in /etc/docker/certs.d/ADDR:PORT/ on
-          every node and on this machine, and the registry started as a Swarm service.
+          every node and on this machine, a user and password for it (htpasswd, bcrypt), the
+          registry started as a Swarm service, and `docker login` to it here (the stack's
+          --with-registry-auth hands that login to the nodes).
   push    tag the images and push them to the registry; prints their digests and records them
           (the stack deploys exactly these digests)
   deploy  the database password as a Swarm secret, `docker stack deploy --with-registry-auth`,
@@ -44,6 +46,7 @@ Environment (default in brackets):
   MESH=1             the routing mesh instead of the lb (stack.mesh.yaml; needs IPVS)
   SWARM_SSH_USER [root]   SWARM_STATE [${XDG_STATE_HOME:-~/.local/state}/userstack/swarm]
   WAIT_TIMEOUT [300]      USERSTACK_TRANSCRIPT (deploy/lib/common.sh)
+  DOCKER_CONFIG           where `docker login` keeps the registry's credentials [~/.docker]
 EOF
 }
 
@@ -140,7 +143,7 @@ cmd_init() {
     # This machine pushes, so its daemon needs the CA too.
     run install -D -m 0644 "$ca_dir/ca.crt" "/etc/docker/certs.d/$reg/ca.crt"
 
-    step "6. The registry, as a Swarm service on the manager (TLS key and certificate as secrets)"
+    step "6. The registry's image on the manager"
     local image=${REGISTRY_IMAGE:-registry:2}
     if ! qm image inspect "$image" >/dev/null 2>&1; then
         # The one image no registry can serve: the registry's own. Pulled where it can be,
@@ -150,12 +153,28 @@ cmd_init() {
             run_sh "docker save $image | docker -H $(ssh_url "$manager") load"
         fi
     fi
-    local name
-    for name in crt key; do
+    step "7. A user for the registry: no anonymous pulls or pushes"
+    local auth_dir=$STATE/registry-auth
+    if [[ -r $auth_dir/htpasswd && -r $auth_dir/password ]]; then
+        log "$auth_dir has the registry's user: kept"
+    else
+        mkdir -p "$auth_dir"
+        chmod 0700 "$auth_dir"
+        (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$auth_dir/password")
+        # bcrypt, the only hash the registry's htpasswd auth accepts; the password on stdin.
+        _exec "htpasswd -B -i -c $auth_dir/htpasswd $STACK < $auth_dir/password" \
+            htpasswd -B -i -c "$auth_dir/htpasswd" "$STACK" <"$auth_dir/password" ||
+            die "htpasswd failed (apt-get install apache2-utils)"
+    fi
+
+    step "8. The registry, as a Swarm service on the manager (TLS key, certificate, htpasswd as secrets)"
+    local name file
+    for name in crt key htpasswd; do
+        case $name in htpasswd) file=$auth_dir/htpasswd ;; *) file=$ca_dir/registry.$name ;; esac
         if qm secret inspect "${STACK}_registry_$name" >/dev/null 2>&1; then
             log "secret ${STACK}_registry_$name exists: kept"
         else
-            dm secret create "${STACK}_registry_$name" "$ca_dir/registry.$name"
+            dm secret create "${STACK}_registry_$name" "$file"
         fi
     done
     if qm service inspect "${STACK}-registry" >/dev/null 2>&1; then
@@ -166,15 +185,25 @@ cmd_init() {
             --publish "mode=host,published=$REGISTRY_PORT,target=5000" \
             --secret "source=${STACK}_registry_crt,target=registry.crt" \
             --secret "source=${STACK}_registry_key,target=registry.key" \
+            --secret "source=${STACK}_registry_htpasswd,target=htpasswd" \
             --env REGISTRY_HTTP_TLS_CERTIFICATE=/run/secrets/registry.crt \
             --env REGISTRY_HTTP_TLS_KEY=/run/secrets/registry.key \
+            --env REGISTRY_AUTH=htpasswd \
+            --env "REGISTRY_AUTH_HTPASSWD_REALM=$STACK registry" \
+            --env REGISTRY_AUTH_HTPASSWD_PATH=/run/secrets/htpasswd \
             --mount "type=volume,source=${STACK}-registry,target=/var/lib/registry" \
             --restart-condition any --limit-memory 256M \
             "$image"
     fi
+    # Up means TLS works with our CA and a request without credentials is refused.
     wait_until "$WAIT_TIMEOUT" "the registry answers on https://$reg/v2/" \
-        curl -fsS --max-time 3 --cacert "$ca_dir/ca.crt" "https://$reg/v2/"
-    run curl -sS --cacert "$ca_dir/ca.crt" -w ' HTTP %{http_code}\n' "https://$reg/v2/"
+        bash -c "[[ \$(curl -sS --max-time 3 -o /dev/null -w '%{http_code}' --cacert $ca_dir/ca.crt https://$reg/v2/) == 401 ]]"
+    run curl -sS --cacert "$ca_dir/ca.crt" -o /dev/null -w 'without credentials: HTTP %{http_code}\n' "https://$reg/v2/"
+
+    step "9. docker login to the registry here (stack deploy --with-registry-auth passes it on)"
+    _exec "docker login $reg -u $STACK --password-stdin < $auth_dir/password" \
+        docker login "$reg" -u "$STACK" --password-stdin <"$auth_dir/password" ||
+        die "docker login $reg failed"
     echo "$reg/$STACK" >"$STATE/registry"
     log "swarm ready: manager $manager, registry $reg/$STACK"
 }

@@ -51,6 +51,9 @@ done
 
 work=$(mktemp -d)
 export SWARM_STATE=$work/state
+# swarm.sh logs in to the registry it makes: into the test's own client configuration.
+export DOCKER_CONFIG=$work/docker-config
+mkdir -p "$DOCKER_CONFIG"
 # The caller's password or a generated one, as a file; it reaches the swarm only on stdin.
 if value=$(secret_value POSTGRES_PASSWORD); then
     (umask 077 && printf '%s' "$value" >"$work/db_password")
@@ -178,6 +181,13 @@ no_insecure_registries() {
 }
 expect "each node's daemon trusts the registry CA in its own certs.d" certs_on_nodes
 expect "no daemon is told to skip TLS (insecure registries: only the default 127.0.0.0/8)" no_insecure_registries
+anonymous_refused() {
+    local code
+    code=$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' --cacert "$SWARM_STATE/registry-tls/ca.crt" "https://$REGISTRY_HOST/v2/_catalog")
+    echo "GET https://$REGISTRY_HOST/v2/_catalog without credentials: HTTP $code"
+    [[ $code == 401 ]]
+}
+expect "the registry refuses a request without credentials (401)" anonymous_refused
 
 t0=$(date +%s%3N)
 "$SWARM" push
@@ -187,6 +197,17 @@ cp "$SWARM_STATE/images.env" "$work/pushed.env"
 t0=$(date +%s%3N)
 "$SWARM" deploy
 T_DEPLOY=$(secs "$t0" "$(date +%s%3N)")
+# The nodes pulled with the login that --with-registry-auth handed them, not with one of their own.
+pull_needs_auth() {
+    local ref out
+    ref=$(grep '^REDIS_IMAGE=' "$SWARM_STATE/images.env" | cut -d= -f2)
+    # An empty client configuration: the CLI would otherwise send this machine's login along.
+    mkdir -p "$work/no-login"
+    if out=$(DOCKER_CONFIG=$work/no-login docker -H "$HOST3_SSH" pull "$ref" 2>&1); then echo "$out"; return 1; fi
+    echo "$out"
+    grep -qi 'no basic auth credentials\|unauthorized\|authentication required' <<<"$out"
+}
+expect "a node pulling on its own (no credentials) is refused: the stack's pulls used --with-registry-auth" pull_needs_auth
 
 # --- 2. spread, exact answers through the lb and from each task -------------------------------
 step "Figure 2: the app's replicas, the answers through the load balancer and from each task"
