@@ -16,7 +16,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source deploy/lib/common.sh
 
 stages=("$@")
-((${#stages[@]})) || stages=(rust fuzz deploy report bench)
+((${#stages[@]})) || stages=(rust fuzz chaos deploy report bench)
 passed=0 failed=0 summary=()
 
 stage() {

@@ -27,6 +27,8 @@ struct Managed {
     port: u16,
     /// PostgreSQL refuses to run as root; when we are root it runs as this uid/gid.
     run_as: Option<(u32, u32)>,
+    /// Commits are acknowledged only once their WAL is written (see `start_durable`).
+    durable: bool,
 }
 
 static DATABASES: AtomicU32 = AtomicU32::new(0);
@@ -47,6 +49,17 @@ impl TestPostgres {
 
     /// Always a new private server (for tests that stop and restart it).
     pub fn start_private() -> Self {
+        Self::start_private_with(false)
+    }
+
+    /// A new private server that keeps every acknowledged commit through a crash of its
+    /// processes (`synchronous_commit=on`; `fsync` stays off, which only matters if the machine
+    /// itself crashes). For tests that kill it and then count what was lost.
+    pub fn start_durable() -> Self {
+        Self::start_private_with(true)
+    }
+
+    fn start_private_with(durable: bool) -> Self {
         let bin = find_bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("userstack-pg-")
@@ -62,6 +75,7 @@ impl TestPostgres {
             bin,
             port,
             run_as,
+            durable,
         };
         managed.run(
             "initdb",
@@ -229,10 +243,11 @@ impl Managed {
 
     fn pg_ctl_start(&self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit={} \
              -c full_page_writes=off -c max_connections=200",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            if self.durable { "on" } else { "off" }
         );
         self.run(
             "pg_ctl",
