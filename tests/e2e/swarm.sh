@@ -8,7 +8,8 @@
 #   1. 3 nodes, 1 manager and 2 workers, all Ready
 #   2. the app's replicas on >= 2 nodes; /, /users, /cache exact through the load balancer on
 #      every node's address, and every app task answering when asked directly on the overlay
-#   3. a rolling update under a bounded load: N requests, 0 failed
+#   3. a rolling update under a bounded load: N requests, 0 failed; and the same update with
+#      the drain delay and HAProxy's retries off: the load does count failures
 #   4. an update to an image whose health check fails is rolled back by Swarm; the API answers
 #      throughout (0 failed)
 #   5. a worker cut off under load (with writes): the replicas reschedule, recovered in S <= 30 s,
@@ -29,7 +30,9 @@ root=$(cd "$here/../.." && pwd)
 source "$root/deploy/lib/common.sh"
 
 export USERSTACK_SECTION="Task 3 — a swarm of three hosts"
-HOSTS=("$here/hosts.sh" --name node --count 3)
+# SWARM_HOSTS_NAME: another name (and USERSTACK_HOSTS_NET another /24) lets two runs coexist.
+HOSTS_NAME=${SWARM_HOSTS_NAME:-node}
+HOSTS=("$here/hosts.sh" --name "$HOSTS_NAME" --count 3)
 SWARM=$root/deploy/swarm/swarm.sh
 LOAD=$here/load.py
 T_START=$(date +%s%3N)
@@ -149,6 +152,8 @@ T_HOSTS=$(secs "$t0" "$(date +%s%3N)")
 eval "$("${HOSTS[@]}" env)"
 # shellcheck disable=SC2153 # set by the eval above
 NODES=("$HOST1_ADDR" "$HOST2_ADDR" "$HOST3_ADDR")
+# shellcheck disable=SC2153 # set by the eval above
+LOST_NODE=$HOST3_NAME
 REGISTRY_HOST=$HOST1_ADDR:${REGISTRY_PORT:-5443}
 LB_URLS=()
 for a in "${NODES[@]}"; do LB_URLS+=("http://$a:${LB_PORT:-5000}"); done
@@ -266,6 +271,28 @@ v2_ref=$(grep '^APP_IMAGE=' "$SWARM_STATE/images.env" | cut -d= -f2)
 expect "every app task runs the new image" bash -c \
     "[[ \$(docker -H $HOST1_SSH service ps --filter desired-state=running --format '{{.Image}}' userstack_app | sort -u) == '$v2_ref' ]]"
 
+# --- 3b. the same update without the protections: the load does see drops -------------------
+step "Figure 3b: the same kind of update without the drain delay and without HAProxy's retries"
+# What figure 3's zero is worth: with both protections off, the same load must count failures.
+lb_config=$(dm service inspect --format '{{range .Spec.TaskTemplate.ContainerSpec.Configs}}{{.ConfigName}}{{end}}' userstack_lb)
+run_sh "sed -e 's/^    retries 3\$/    retries 0/' -e '/retry-on conn-failure/d' -e '/option redispatch 1/d' $root/deploy/swarm/haproxy.cfg | docker -H $HOST1_SSH config create userstack_haproxy_noretry -"
+run docker -H "$HOST1_SSH" service update -q --detach=false --config-rm "$lb_config" \
+    --config-add source=userstack_haproxy_noretry,target=/usr/local/etc/haproxy/haproxy.cfg userstack_lb
+run docker -H "$HOST1_SSH" service update -q --detach=false --env-add SHUTDOWN_DELAY_SECS=0 userstack_app
+load_start ablation --duration 180 --workers 4 --rate 15 --write-every 5 "${LB_URLS[@]/#/--url=}"
+sleep 2
+run docker -H "$HOST1_SSH" service update -q --detach=false --force userstack_app
+sleep 3
+load_stop ablation
+figure "without the drain delay and the retries: $(jqf ablation .requests) requests, $(jqf ablation .failed) failed (failures by kind: $(kinds ablation))"
+expect "with both protections off the same load counts failed requests (so figure 3's 0 means something)" \
+    bash -c "(( $(jqf ablation .failed) > 0 ))"
+# Back to the stack's settings.
+run docker -H "$HOST1_SSH" service update -q --detach=false --env-add "SHUTDOWN_DELAY_SECS=${SHUTDOWN_DELAY_SECS:-3}" userstack_app
+run docker -H "$HOST1_SSH" service update -q --detach=false --config-rm userstack_haproxy_noretry \
+    --config-add "source=$lb_config,target=/usr/local/etc/haproxy/haproxy.cfg" userstack_lb
+run docker -H "$HOST1_SSH" config rm userstack_haproxy_noretry
+
 # --- 4. automatic rollback ----------------------------------------------------------------------
 step "Figure 4: an update to an image whose health check fails is rolled back by Swarm"
 run_sh "printf 'FROM %s\nLABEL org.userstack.e2e=broken\nHEALTHCHECK --interval=2s --timeout=2s --retries=1 CMD [\"/usr/local/bin/userstack\", \"healthcheck\", \"--port\", \"1\"]\n' $APP_IMAGE | docker build -q -t $BROKEN -"
@@ -284,16 +311,16 @@ expect "every running app task runs the previous image" bash -c \
     "[[ \$(docker -H $HOST1_SSH service ps --filter desired-state=running --format '{{.Image}}' userstack_app | sort -u) == '$v2_ref' ]]"
 
 # --- 5. node loss ---------------------------------------------------------------------------------
-step "Figure 5: node3 cut off under load (writes included)"
+step "Figure 5: $LOST_NODE cut off under load (writes included)"
 run docker -H "$HOST1_SSH" service ps --filter desired-state=running --format 'table {{.Name}}\t{{.Node}}\t{{.CurrentState}}' userstack_app
 # Load on the nodes that stay: a client of a lost node has lost its load balancer too.
 load_start nodeloss --duration 120 --workers 4 --rate 15 --write-every 3 --created "$work/created" \
     "--url=${LB_URLS[0]}" "--url=${LB_URLS[1]}"
 sleep 3
 t0=$(date +%s%3N)
-run ip link set us-node-3 down
+run ip link set "us-$HOSTS_NAME-3" down
 # Recovered: three app tasks running and healthy on the nodes that remain.
-recovered() { [[ $(running_tasks app | grep -v "^$HOST3_NAME " | grep -c ' Running ') == 3 ]]; }
+recovered() { [[ $(running_tasks app | grep -v "^$LOST_NODE " | grep -c ' Running ') == 3 ]]; }
 waited=0
 until recovered; do
     ((waited >= 90)) && break
@@ -321,8 +348,8 @@ figure "node loss: $(jqf nodeloss .requests) requests, $(jqf nodeloss .failed) f
 expect "the app was back to 3 running replicas within 30 s" bash -c "recovered_ms=\$(awk -v s=$T_RECOVER 'BEGIN{print s*1000}'); (( \${recovered_ms%.*} <= 30000 ))"
 expect "no acknowledged write was lost" expect_eq 0 "$lost"
 expect "writes were acknowledged during the loss (> 50)" bash -c "(( $created > 50 ))"
-run ip link set us-node-3 up
-wait_until 90 "node3 is Ready again" bash -c "[[ \$(docker -H $HOST1_SSH node inspect --format '{{.Status.State}}' $HOST3_NAME) == ready ]]"
+run ip link set "us-$HOSTS_NAME-3" up
+wait_until 90 "$LOST_NODE is Ready again" bash -c "[[ \$(docker -H $HOST1_SSH node inspect --format '{{.Status.State}}' $LOST_NODE) == ready ]]"
 
 # --- 6. data survives stack rm + deploy -----------------------------------------------------------
 step "Figure 6: the data survives docker stack rm and deploy"
