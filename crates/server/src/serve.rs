@@ -4,21 +4,24 @@
 //! `axum::serve` builds hyper without a timer, which leaves hyper's header-read timeout off and
 //! lets an idle keep-alive connection live forever; a few hundred slowloris clients would then
 //! hold as many sockets for as long as they like. Here each connection gets:
-//! - a header-read timeout (`HEADER_READ_TIMEOUT_SECS`): a request head must arrive in full
-//!   within it, or the connection is closed;
-//! - an idle timeout (`IDLE_TIMEOUT_SECS`): a keep-alive connection with no request in flight
-//!   for that long is closed;
+//! - a header-read timeout (`HEADER_READ_TIMEOUT_SECS`): once the first byte of a request head
+//!   arrives, the whole head must arrive within it, or the connection is closed;
+//! - an idle timeout (`IDLE_TIMEOUT_SECS`): a connection on which no request arrives for that
+//!   long after the last response (or the accept) is closed;
 //! - a slot among `MAX_CONNECTIONS`: past the cap the loop stops accepting, so further clients
 //!   wait in the kernel's listen backlog rather than cost a socket and a task each.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
@@ -42,11 +45,16 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut builder = http1::Builder::new();
+    // The header-read timeout is this module's (see `Activity`), not hyper's; hyper still gets a
+    // timer for its other waits.
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(nonzero(http.header_read_timeout()))
+        .header_read_timeout(None)
         .keep_alive(true);
-    let idle = nonzero(http.idle_timeout());
+    let timeouts = Timeouts {
+        header_read: nonzero(http.header_read_timeout()),
+        idle: nonzero(http.idle_timeout()),
+    };
 
     tokio::pin!(shutdown);
     loop {
@@ -70,7 +78,7 @@ pub async fn serve(
         let connection = Connection {
             builder: builder.clone(),
             router: router.clone(),
-            idle,
+            timeouts,
             stop: stop_rx.clone(),
         };
         tokio::spawn(async move {
@@ -101,8 +109,17 @@ fn nonzero(duration: Duration) -> Option<Duration> {
 struct Connection {
     builder: http1::Builder,
     router: Router,
-    idle: Option<Duration>,
+    timeouts: Timeouts,
     stop: watch::Receiver<bool>,
+}
+
+/// The two waits a connection may spend on its client, each `None` when off.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    /// From the first byte of a request head to its last.
+    header_read: Option<Duration>,
+    /// From the end of the last response (or the accept) to the first byte of the next request.
+    idle: Option<Duration>,
 }
 
 impl Connection {
@@ -123,12 +140,19 @@ impl Connection {
                 }
             })
         };
+        let stream = Watched {
+            inner: stream,
+            activity: activity.clone(),
+        };
         let connection = self.builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(connection);
-        let idle = activity.idle_for(self.idle);
         tokio::select! {
             result = connection.as_mut() => return log_end(result),
-            () = idle => tracing::debug!("closing an idle connection"),
+            why = activity.expired(self.timeouts) => {
+                // No request is being handled: dropping the connection loses nothing.
+                tracing::debug!(why, "closing a connection");
+                return;
+            }
             _ = self.stop.wait_for(|stop| *stop) => {},
         }
         // Finishes the response being written, if any, then closes.
@@ -144,18 +168,34 @@ fn log_end(result: Result<(), hyper::Error>) {
     }
 }
 
-/// Requests in flight on one connection, and when the last one ended.
+/// What one connection is doing, as far as its timeouts care: requests in flight, when it last
+/// became idle, and when the head of the next request started to arrive.
+///
+/// hyper's own header-read timeout is not used: it also runs while a keep-alive connection waits
+/// for its next request, so an idle connection would be closed after the header timeout and an
+/// idle timeout longer than it could not exist.
 #[derive(Debug)]
 struct Activity {
     in_flight: AtomicUsize,
-    last_end: Mutex<Instant>,
+    times: Mutex<Times>,
+    head_started: tokio::sync::Notify,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Times {
+    idle_since: Instant,
+    head_started: Option<Instant>,
 }
 
 impl Default for Activity {
     fn default() -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
-            last_end: Mutex::new(Instant::now()),
+            times: Mutex::new(Times {
+                idle_since: Instant::now(),
+                head_started: None,
+            }),
+            head_started: tokio::sync::Notify::new(),
         }
     }
 }
@@ -164,32 +204,110 @@ struct Busy(Arc<Activity>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        *self.0.last_end.lock().expect("never poisoned") = Instant::now();
+        let mut times = self.0.times.lock().expect("never poisoned");
+        times.idle_since = Instant::now();
+        times.head_started = None;
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl Activity {
+    /// A request head was read whole: the handler runs now.
     fn begin(self: &Arc<Self>) -> Busy {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.times.lock().expect("never poisoned").head_started = None;
         Busy(self.clone())
     }
 
-    /// Completes once the connection has had no request in flight for `limit` (never if `None`).
-    async fn idle_for(&self, limit: Option<Duration>) {
-        let Some(limit) = limit else {
-            return std::future::pending().await;
-        };
+    /// Bytes came in. Between requests, they are the start of the next request's head.
+    fn bytes_arrived(&self) {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return; // a body, or a pipelined request: the handler's timeout governs
+        }
+        let mut times = self.times.lock().expect("never poisoned");
+        if times.head_started.is_none() {
+            times.head_started = Some(Instant::now());
+            self.head_started.notify_one();
+        }
+    }
+
+    /// Completes, with the reason, when the connection has waited too long for its client:
+    /// idle for `idle`, or `header_read` since a request head started without it being whole.
+    async fn expired(&self, timeouts: Timeouts) -> &'static str {
         loop {
-            let deadline = *self.last_end.lock().expect("never poisoned") + limit;
+            let times = *self.times.lock().expect("never poisoned");
+            let (deadline, why) = match times.head_started {
+                Some(started) => (
+                    timeouts.header_read.map(|t| started + t),
+                    "header-read timeout",
+                ),
+                None => (timeouts.idle.map(|t| times.idle_since + t), "idle timeout"),
+            };
             if self.in_flight.load(Ordering::Acquire) > 0 {
                 // A request is being handled; its own timeout bounds it. Look again later.
-                tokio::time::sleep(limit).await;
-            } else if Instant::now() >= deadline {
-                return;
-            } else {
-                tokio::time::sleep_until(deadline).await;
+                let again = timeouts.idle.or(timeouts.header_read);
+                tokio::time::sleep(again.unwrap_or(Duration::from_secs(60))).await;
+                continue;
+            }
+            match deadline {
+                Some(deadline) if Instant::now() >= deadline => return why,
+                Some(deadline) => tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => {}
+                    () = self.head_started.notified() => {}
+                },
+                None => self.head_started.notified().await,
             }
         }
+    }
+}
+
+/// The client's socket, telling [`Activity`] when bytes arrive.
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.bytes_arrived();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -152,6 +152,42 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     );
 }
 
+/// The two timeouts are separate: a keep-alive connection may wait for its next request longer
+/// than the header-read timeout, and the head of that request still gets only the header-read
+/// timeout once it starts.
+#[tokio::test]
+async fn a_keep_alive_connection_waits_the_idle_timeout_not_the_header_timeout() {
+    let http = HttpConfig {
+        idle_timeout_secs: 60,
+        header_read_timeout_secs: 1,
+        ..HttpConfig::default()
+    };
+    let server = start_app(http).await;
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    let request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let mut buf = [0u8; 1024];
+    stream.write_all(request).await.unwrap();
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    assert!(
+        !closed_by_server(&mut stream, Duration::from_millis(2500)).await,
+        "an idle keep-alive connection outlives the header-read timeout"
+    );
+    stream.write_all(request).await.unwrap();
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "and serves the next request"
+    );
+
+    // A head that starts but never ends, after the connection idled: the header timeout.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let started = Instant::now();
+    assert!(closed_by_server(&mut stream, Duration::from_secs(4)).await);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
 #[tokio::test]
 async fn connections_past_the_cap_wait_until_one_closes() {
     let http = HttpConfig {
