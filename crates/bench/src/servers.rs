@@ -44,6 +44,9 @@ pub(crate) async fn userstack(
     cmd.arg("serve")
         .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())
+        // /metrics on the benchmarked port (open: no token), and no admin listener to collide
+        // on port 9000 between the servers of one run.
+        .env("ADMIN_PORT", "0")
         .env("RUST_LOG", "warn");
     for (k, v) in env {
         cmd.env(k, v);

@@ -5,16 +5,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bb8::{Pool, PooledConnection, RunError};
 use bb8_redis::RedisConnectionManager;
-use bb8_redis::redis::{self, FromRedisValue, RedisError};
+use bb8_redis::redis::{self, FromRedisValue, IntoConnectionInfo, RedisError};
 use userstack_core::{Cache, Error as CoreError, Result};
 
 use crate::error::Error;
 use crate::pool::Manager;
 
 /// How the adapter connects. `Default` matches the original deployment: `redis://redis:6379`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisSettings {
     pub url: String,
+    /// The password (`AUTH`), kept out of `url` so that the URL can be logged and shown in
+    /// `docker inspect`; when set, it replaces any password the URL carries.
+    pub password: Option<String>,
     /// Prepended to every key, so that several applications can share one Redis.
     pub key_prefix: String,
     /// Most connections the pool opens. Each is multiplexed, so a few carry many requests.
@@ -27,10 +30,24 @@ impl Default for RedisSettings {
     fn default() -> Self {
         Self {
             url: "redis://redis:6379".into(),
+            password: None,
             key_prefix: "userstack:".into(),
             pool_size: 4,
             connection_timeout: Duration::from_secs(1),
         }
+    }
+}
+
+/// Never prints the password.
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &self.url)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("key_prefix", &self.key_prefix)
+            .field("pool_size", &self.pool_size)
+            .field("connection_timeout", &self.connection_timeout)
+            .finish()
     }
 }
 
@@ -44,8 +61,16 @@ pub struct RedisCache {
 impl RedisCache {
     /// Builds the pool without connecting, so the server starts while Redis is down.
     pub fn new(settings: RedisSettings) -> std::result::Result<Self, Error> {
-        let manager =
-            RedisConnectionManager::new(settings.url.as_str()).map_err(Error::InvalidUrl)?;
+        let mut info = settings
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(Error::InvalidUrl)?;
+        if let Some(password) = &settings.password {
+            let redis = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(redis);
+        }
+        let manager = RedisConnectionManager::new(info).map_err(Error::InvalidUrl)?;
         let pool = Pool::builder()
             .max_size(settings.pool_size)
             .min_idle(Some(1))

@@ -15,6 +15,7 @@ use crate::cache::RedisSettings;
 #[derive(Debug)]
 pub struct TestRedis {
     url: String,
+    password: Option<String>,
     managed: Option<Managed>,
 }
 
@@ -22,6 +23,7 @@ pub struct TestRedis {
 struct Managed {
     dir: tempfile::TempDir,
     port: u16,
+    password: Option<String>,
     child: Mutex<Option<Child>>,
 }
 
@@ -29,13 +31,27 @@ impl TestRedis {
     /// The server named by `TEST_REDIS_URL`, or a new private one.
     pub fn start() -> Self {
         match std::env::var("TEST_REDIS_URL") {
-            Ok(url) if !url.is_empty() => Self { url, managed: None },
+            Ok(url) if !url.is_empty() => Self {
+                url,
+                password: None,
+                managed: None,
+            },
             _ => Self::start_private(),
         }
     }
 
     /// Always a new private server (for tests that stop and restart it).
     pub fn start_private() -> Self {
+        Self::start_managed(None)
+    }
+
+    /// A new private server that requires `password` (`requirepass`), with protected mode on:
+    /// what the deploy files run.
+    pub fn start_with_password(password: &str) -> Self {
+        Self::start_managed(Some(password.to_owned()))
+    }
+
+    fn start_managed(password: Option<String>) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("find a free port")
@@ -46,11 +62,13 @@ impl TestRedis {
                 .tempdir()
                 .expect("create a temporary directory"),
             port,
+            password: password.clone(),
             child: Mutex::new(None),
         };
         managed.spawn();
         Self {
             url: format!("redis://127.0.0.1:{port}"),
+            password,
             managed: Some(managed),
         }
     }
@@ -59,10 +77,16 @@ impl TestRedis {
         &self.url
     }
 
+    /// The password the server requires, if any (never part of [`TestRedis::url`]).
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
     /// Settings with a key prefix of their own, so tests sharing a server never collide.
     pub fn settings(&self, prefix: &str) -> RedisSettings {
         RedisSettings {
             url: self.url.clone(),
+            password: self.password.clone(),
             key_prefix: format!("test:{}:{prefix}:", std::process::id()),
             ..RedisSettings::default()
         }
@@ -101,17 +125,36 @@ impl TestRedis {
 
 impl Managed {
     fn spawn(&self) {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if self.password.is_some() {
+            // The configuration, with the password, comes on stdin ("-" must be the first
+            // argument), as in the deploy files: it never shows in the process list.
+            command.arg("-").stdin(Stdio::piped());
+        } else {
+            command.stdin(Stdio::null());
+        }
+        command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
-            .arg(self.dir.path())
+            .arg(self.dir.path());
+        // With a password, protected mode as in production; without one it would refuse
+        // nothing on loopback anyway.
+        let protected = if self.password.is_some() { "yes" } else { "no" };
+        command.args(["--protected-mode", protected]);
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot run redis-server ({e}). Install it (Debian: apt-get install redis-server) or set TEST_REDIS_URL.")
             });
+        if let Some(password) = &self.password {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("piped stdin");
+            writeln!(stdin, "requirepass \"{password}\"")
+                .expect("write the config to redis-server");
+        }
         *self.child.lock().unwrap() = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {

@@ -56,3 +56,37 @@ async fn a_restarted_redis_is_used_again_without_a_new_pool() {
         "a fresh server is empty"
     );
 }
+
+/// A Redis with `requirepass`: the adapter authenticates with the password from its settings
+/// (not from the URL), and a client without it is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_password_protected_redis_serves_only_clients_with_the_password() {
+    let server = TestRedis::start_with_password("correct horse battery staple");
+    assert!(
+        !server.url().contains("staple"),
+        "the password is not in the URL"
+    );
+
+    let cache = RedisCache::new(server.settings("auth")).unwrap();
+    userstack_core::testing::cache_contract(&cache).await;
+
+    let mut without = server.settings("auth");
+    without.password = None;
+    let refused = RedisCache::new(without).unwrap().ping().await;
+    assert!(
+        matches!(refused, Err(Error::CacheUnavailable(_))),
+        "no password: {refused:?}"
+    );
+
+    let mut wrong = server.settings("auth");
+    wrong.password = Some("wrong".into());
+    let refused = RedisCache::new(wrong).unwrap().ping().await;
+    assert!(
+        matches!(refused, Err(Error::CacheUnavailable(_))),
+        "wrong password: {refused:?}"
+    );
+    assert!(
+        !format!("{:?}", server.settings("auth")).contains("staple"),
+        "Debug never prints the password"
+    );
+}

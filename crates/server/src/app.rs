@@ -4,13 +4,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{Request, StatusCode};
+use axum::http::{Request, StatusCode, header};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -22,10 +23,25 @@ use crate::overload::{self, InFlight};
 use crate::routes;
 use crate::state::AppState;
 
-/// The whole application over `state`.
+/// The whole application over `state` on one listener: the public routes and the operational
+/// ones (`/readyz`, `/metrics`), the latter behind the token like the users' routes.
 pub fn app(state: AppState, http: &HttpConfig) -> Router {
     let layers_state = state.clone();
-    with_layers(routes::router(state), &layers_state, http)
+    with_layers(routes::all(state), &layers_state, http)
+}
+
+/// The public listener when an admin listener serves the operational routes: `/`, `/cache`,
+/// `/healthz` and the users' routes.
+pub fn public_app(state: AppState, http: &HttpConfig) -> Router {
+    let layers_state = state.clone();
+    with_layers(routes::public(state), &layers_state, http)
+}
+
+/// The admin listener: `/healthz`, `/readyz`, `/metrics`, no token (it is reachable only from
+/// the container network). Its requests are counted in the same metrics.
+pub fn admin_app(state: AppState, http: &HttpConfig) -> Router {
+    let layers_state = state.clone();
+    with_layers(routes::admin(state), &layers_state, http)
 }
 
 /// Wraps `router` in the middleware stack. Public so tests can wrap routes of their own (a
@@ -37,6 +53,8 @@ pub fn app(state: AppState, http: &HttpConfig) -> Router {
 /// catcher, so shed, timed-out and panicking requests are counted with the status the client got.
 pub fn with_layers(router: Router, state: &AppState, http: &HttpConfig) -> Router {
     let outer = ServiceBuilder::new()
+        // Marked sensitive before anything could log or record it.
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(
             TraceLayer::new_for_http()

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+use crate::auth::Auth;
 use crate::config::{Config, LogFormat};
 use crate::startup::{self, StartupError};
 
@@ -30,9 +31,10 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Exit 0 if the server this configuration describes answers GET /healthz with 200 (on
-    /// loopback when HOST is a wildcard address, else on HOST; port PORT), else 1. For container
-    /// health checks: needs no shell and no curl.
+    /// Exit 0 if the server this configuration describes answers GET /healthz with 200 on both
+    /// its listeners (HOST:PORT and the admin listener ADMIN_HOST:ADMIN_PORT unless
+    /// ADMIN_PORT=0; loopback for a wildcard address), else 1. For container health checks:
+    /// needs no shell and no curl.
     Healthcheck,
 }
 
@@ -43,7 +45,14 @@ pub fn run(cli: Cli) -> ExitCode {
     let config = cli.config;
     let command = cli.command.unwrap_or(Command::Serve);
     if let Command::Healthcheck = command {
-        return healthcheck(&config.host, config.port);
+        // Both listeners: a process whose public port died is not healthy either.
+        let mut status = healthcheck(&config.host, config.port);
+        if let Some((host, port)) = config.admin.address(&config.host)
+            && healthcheck(&host, port) != ExitCode::SUCCESS
+        {
+            status = ExitCode::FAILURE;
+        }
+        return status;
     }
     init_tracing(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -91,18 +100,38 @@ fn init_tracing(format: LogFormat) {
 }
 
 async fn serve(config: &Config) -> Result<(), StartupError> {
-    let state = startup::build_state(config).await?;
-    let address = format!("{}:{}", config.host, config.port);
-    let listener = TcpListener::bind(&address)
-        .await
-        .map_err(|source| StartupError::Bind {
-            address: address.clone(),
-            source,
-        })?;
-    tracing::info!(%address, "listening");
+    let auth = Auth::from_config(&config.auth)?;
+    announce_auth(&auth, config);
+    let state = startup::build_state(config).await?.with_auth(auth.clone());
+    tokio::spawn(auth.watch(TOKEN_FILE_CHECK));
+
+    let listener = bind(&config.host, config.port).await?;
     let draining = state.draining.clone();
-    let router = crate::app(state, &config.http);
-    crate::serve(
+    // The admin listener outlives the public one, so that readiness can be watched failing
+    // during the drain; it stops when the public listener has finished.
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (router, admin) = match config.admin.address(&config.host) {
+        Some((host, port)) => {
+            let admin_listener = bind(&host, port).await?;
+            let admin_router = crate::admin_app(state.clone(), &config.http);
+            let admin = tokio::spawn(crate::serve(
+                admin_listener,
+                admin_router,
+                async move {
+                    let _ = admin_stopped.await;
+                },
+                Duration::from_secs(1),
+            ));
+            (crate::public_app(state, &config.http), Some(admin))
+        }
+        None => {
+            tracing::warn!(
+                "ADMIN_PORT=0: /readyz and /metrics are served on the public port (behind the token, if any)"
+            );
+            (crate::app(state, &config.http), None)
+        }
+    };
+    let served = crate::serve(
         listener,
         router,
         crate::drain::after_readiness_fails(
@@ -112,10 +141,65 @@ async fn serve(config: &Config) -> Result<(), StartupError> {
         ),
         &config.http,
     )
-    .await
-    .map_err(StartupError::Serve)?;
+    .await;
+    let _ = admin_stop.send(());
+    if let Some(admin) = admin {
+        match admin.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "admin listener failed"),
+            Err(e) => tracing::error!(error = %e, "admin listener panicked"),
+        }
+    }
+    served.map_err(StartupError::Serve)?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often the token file is checked for a rewrite (a stat; read only when it changed).
+const TOKEN_FILE_CHECK: Duration = Duration::from_secs(2);
+
+async fn bind(host: &str, port: u16) -> Result<TcpListener, StartupError> {
+    let address = format!("{host}:{port}");
+    let listener = TcpListener::bind(&address)
+        .await
+        .map_err(|source| StartupError::Bind {
+            address: address.clone(),
+            source,
+        })?;
+    tracing::info!(%address, "listening");
+    Ok(listener)
+}
+
+/// Says at start-up who may use the API; an open API is said loudly, on every log line a person
+/// might read first. Never the tokens themselves.
+fn announce_auth(auth: &Auth, config: &Config) {
+    if auth.is_enabled() {
+        let source = if config.auth.api_token_file.is_some() {
+            "API_TOKEN_FILE"
+        } else {
+            "API_TOKEN"
+        };
+        tracing::info!(
+            tokens = auth.token_count(),
+            source,
+            "bearer tokens required on /users (and on /readyz, /metrics when ADMIN_PORT=0)"
+        );
+        if source == "API_TOKEN" {
+            tracing::warn!(
+                "the tokens come from API_TOKEN, which `docker inspect` shows: use API_TOKEN_FILE outside development"
+            );
+        }
+    } else {
+        for line in [
+            "**************************************************************************",
+            "NO AUTHENTICATION: neither API_TOKEN_FILE nor API_TOKEN is set, so anyone",
+            "who can reach this port can list, change and delete every user.",
+            "Set API_TOKEN_FILE to a file of bearer tokens (docs/security.md).",
+            "**************************************************************************",
+        ] {
+            tracing::warn!("{line}");
+        }
+    }
 }
 
 async fn migrate(config: &Config) -> Result<(), StartupError> {

@@ -35,6 +35,10 @@ pub struct Config {
     pub cache: CacheConfig,
     #[command(flatten)]
     pub http: HttpConfig,
+    #[command(flatten)]
+    pub auth: AuthConfig,
+    #[command(flatten)]
+    pub admin: AdminConfig,
 
     /// Log format: human-readable text or one JSON object per line.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -114,6 +118,10 @@ pub struct CacheConfig {
     /// Redis URL.
     #[arg(long, env = "REDIS_URL", default_value_t = RedisSettings::default().url)]
     pub redis_url: String,
+    /// File holding the Redis password (`requirepass`; e.g. a Docker secret). Overrides a
+    /// password in REDIS_URL, which would show in `docker inspect`.
+    #[arg(long, env = "REDIS_PASSWORD_FILE", global = true)]
+    pub redis_password_file: Option<PathBuf>,
     /// Prefix of every Redis key this service writes.
     #[arg(
         long,
@@ -255,19 +263,78 @@ mod pg_default {
     }
 }
 
+/// Who may use the API. With neither setting the API is open (as the original application was)
+/// and the server says so loudly at start-up.
+#[derive(Debug, Clone, Args)]
+pub struct AuthConfig {
+    /// File of bearer tokens, one per line (`#` comments and blank lines ignored; e.g. a Docker
+    /// secret). Every route but /, /cache and /healthz then requires
+    /// `Authorization: Bearer <one of them>`. Several lines let clients move to a new token
+    /// before the old one is removed; the file is re-read when it changes.
+    #[arg(long, env = "API_TOKEN_FILE", global = true)]
+    pub api_token_file: Option<PathBuf>,
+    /// Bearer tokens, comma-separated, for development (prefer API_TOKEN_FILE: a value in the
+    /// environment shows in `docker inspect`). Used only when API_TOKEN_FILE is unset.
+    #[arg(long, env = "API_TOKEN", hide_env_values = true, global = true)]
+    pub api_token: Option<String>,
+}
+
+/// The admin listener: /metrics, /readyz and /healthz on a port of their own, for the container
+/// network (health checks, a Prometheus scraper), never published.
+#[derive(Debug, Clone, Args)]
+pub struct AdminConfig {
+    /// Port of the admin listener (also the port `healthcheck` asks). 0: no admin listener;
+    /// /metrics and /readyz are then served on PORT, behind the token when one is set.
+    #[arg(long, env = "ADMIN_PORT", default_value_t = 9000, global = true)]
+    pub admin_port: u16,
+    /// Address of the admin listener [default: HOST].
+    #[arg(long, env = "ADMIN_HOST", global = true)]
+    pub admin_host: Option<String>,
+}
+
+impl AdminConfig {
+    /// Where the admin listener listens, or `None` when it is off.
+    pub fn address(&self, host: &str) -> Option<(String, u16)> {
+        (self.admin_port != 0).then(|| {
+            (
+                self.admin_host.clone().unwrap_or_else(|| host.to_owned()),
+                self.admin_port,
+            )
+        })
+    }
+}
+
 /// A setting that parsed but cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("DATABASE_URL is not a valid PostgreSQL URL: {0}")]
     DatabaseUrl(#[source] tokio_postgres::Error),
-    #[error("cannot read DATABASE_PASSWORD_FILE {path}: {source}")]
-    PasswordFile {
+    #[error("cannot read {variable} {path}: {source}")]
+    SecretFile {
+        variable: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{variable}: every token must be at least {min} printable ASCII characters without spaces (e.g. `openssl rand -hex 32`)"
+    )]
+    BadToken { variable: &'static str, min: usize },
+    #[error("{0} holds no token (one per line; `#` starts a comment)")]
+    NoToken(&'static str),
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+}
+
+/// A secret from a file (a Docker secret). Files written by `echo` end in a newline that is not
+/// part of the secret.
+fn read_secret(variable: &'static str, path: &std::path::Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+        variable,
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 impl DatabaseConfig {
@@ -293,13 +360,7 @@ impl DatabaseConfig {
             }
         };
         if let Some(path) = &self.database_password_file {
-            let password =
-                std::fs::read_to_string(path).map_err(|source| ConfigError::PasswordFile {
-                    path: path.clone(),
-                    source,
-                })?;
-            // Files written by `echo` end in a newline that is not part of the password.
-            config.password(password.trim_end_matches(['\r', '\n']));
+            config.password(read_secret("DATABASE_PASSWORD_FILE", path)?);
         }
         config.application_name("userstack");
         Ok(PgSettings {
@@ -321,8 +382,13 @@ impl CacheConfig {
         if self.redis_pool_size == 0 {
             return Err(ConfigError::Zero("REDIS_POOL_SIZE"));
         }
+        let password = match &self.redis_password_file {
+            Some(path) => Some(read_secret("REDIS_PASSWORD_FILE", path)?),
+            None => None,
+        };
         Ok(RedisSettings {
             url: self.redis_url.clone(),
+            password,
             key_prefix: self.redis_key_prefix.clone(),
             pool_size: self.redis_pool_size,
             connection_timeout: Duration::from_millis(self.redis_connect_timeout_ms),

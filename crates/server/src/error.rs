@@ -12,6 +12,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use userstack_core::{Error as CoreError, FieldError, Invalid};
 
+use crate::auth::Denied;
+
 const PROBLEM_JSON: &str = "application/problem+json";
 /// Seconds a client should wait before retrying when the database is unreachable.
 const RETRY_AFTER_SECS: &str = "5";
@@ -47,6 +49,8 @@ pub(crate) struct ApiError {
     status: StatusCode,
     problem: Problem,
     retry_after: &'static str,
+    /// `WWW-Authenticate` of a 401 (RFC 6750 §3).
+    challenge: Option<&'static str>,
 }
 
 impl ApiError {
@@ -61,6 +65,7 @@ impl ApiError {
                 errors: Vec::new(),
             },
             retry_after: RETRY_AFTER_SECS,
+            challenge: None,
         }
     }
 
@@ -75,6 +80,28 @@ impl ApiError {
                 Some("the server is at its in-flight request limit; retry shortly".into()),
             )
         }
+    }
+
+    /// A request to a protected route without an accepted bearer token. The body and the
+    /// challenge say whether a token was missing or wrong, never which tokens exist.
+    pub(crate) fn unauthorized(denied: Denied) -> Self {
+        let (detail, challenge) = match denied {
+            Denied::Missing => (
+                "this route requires Authorization: Bearer <token>",
+                r#"Bearer realm="userstack""#,
+            ),
+            Denied::Invalid => (
+                "the bearer token is not valid",
+                r#"Bearer realm="userstack", error="invalid_token""#,
+            ),
+        };
+        let mut e = Self::new(
+            StatusCode::UNAUTHORIZED,
+            "urn:userstack:problem:unauthorized",
+            Some(detail.to_owned()),
+        );
+        e.challenge = Some(challenge);
+        e
     }
 
     /// A bare HTTP-level problem (`about:blank`: the status says it all).
@@ -159,6 +186,12 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(challenge) = self.challenge {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(
                 header::RETRY_AFTER,

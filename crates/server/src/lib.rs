@@ -27,6 +27,7 @@
 //! ```
 
 mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod drain;
@@ -39,7 +40,8 @@ mod serve;
 pub mod startup;
 mod state;
 
-pub use app::{app, with_layers};
+pub use app::{admin_app, app, public_app, with_layers};
+pub use auth::Auth;
 pub use config::{Config, HttpConfig};
 pub use drain::Draining;
 pub use serve::serve;

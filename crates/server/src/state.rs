@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use userstack_core::UserService;
 
+use crate::auth::Auth;
 use crate::drain::Draining;
 use crate::metrics::{Metrics, PoolProbe};
 
@@ -14,6 +15,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Set when a stop was requested (readiness answers 503 from then on).
     pub draining: Draining,
+    /// The bearer tokens the protected routes require (none: open).
+    pub auth: Auth,
 }
 
 impl AppState {
@@ -24,7 +27,14 @@ impl AppState {
             service,
             metrics,
             draining: Draining::default(),
+            auth: Auth::open(),
         }
+    }
+
+    /// The same state with the protected routes behind `auth`.
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// State without pools to report, e.g. over the in-memory adapters.
@@ -48,5 +58,11 @@ impl FromRef<AppState> for Arc<Metrics> {
 impl FromRef<AppState> for Draining {
     fn from_ref(state: &AppState) -> Self {
         state.draining.clone()
+    }
+}
+
+impl FromRef<AppState> for Auth {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
     }
 }

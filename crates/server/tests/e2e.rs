@@ -14,33 +14,55 @@ const BIN: &str = env!("CARGO_BIN_EXE_userstack");
 struct Server {
     child: Child,
     base: String,
+    admin_base: String,
     port: u16,
+    admin_port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Server {
     fn start(database_url: &str, redis_url: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        Self::start_with(database_url, redis_url, &[], Stdio::inherit())
+    }
+
+    /// With extra environment variables, its log (stderr) going to `stderr`.
+    fn start_with(
+        database_url: &str,
+        redis_url: &str,
+        env: &[(&str, &std::ffi::OsStr)],
+        stderr: Stdio,
+    ) -> Self {
+        let port = free_port();
+        let admin_port = free_port();
         let child = Command::new(BIN)
             .env_clear()
             .env("DATABASE_URL", database_url)
             .env("REDIS_URL", redis_url)
             .env("HOST", "127.0.0.1")
             .env("PORT", port.to_string())
+            .env("ADMIN_PORT", admin_port.to_string())
             .env("DATABASE_TIMEOUT_MS", "500")
             .env("CACHE_BACKOFF_MS", "200")
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start the userstack binary");
         let server = Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            admin_base: format!("http://127.0.0.1:{admin_port}"),
             port,
+            admin_port,
         };
         server.wait_until_healthy();
         server
@@ -48,10 +70,15 @@ impl Server {
 
     fn wait_until_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !healthcheck(self.port).success() {
+        while !healthcheck(self.port, self.admin_port).success() {
             assert!(Instant::now() < deadline, "server did not become healthy");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// A URL on the admin listener (/readyz, /metrics).
+    fn admin_url(&self, path: &str) -> String {
+        format!("{}{path}", self.admin_base)
     }
 
     fn url(&self, path: &str) -> String {
@@ -84,11 +111,13 @@ impl Drop for Server {
     }
 }
 
-fn healthcheck(port: u16) -> ExitStatus {
+fn healthcheck(port: u16, admin_port: u16) -> ExitStatus {
     Command::new(BIN)
         .arg("healthcheck")
         .env_clear()
+        .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())
+        .env("ADMIN_PORT", admin_port.to_string())
         .stderr(Stdio::null())
         .status()
         .unwrap()
@@ -109,7 +138,7 @@ async fn post_user(client: &reqwest::Client, server: &Server, user: Value) -> re
 }
 
 async fn cache_hits(client: &reqwest::Client, server: &Server) -> u64 {
-    let (_, metrics) = text(client, &server.url("/metrics")).await;
+    let (_, metrics) = text(client, &server.admin_url("/metrics")).await;
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(r#"userstack_cache_operations_total{result="hit"} "#))
@@ -231,7 +260,7 @@ async fn the_binary_serves_the_original_routes_and_survives_its_dependencies_goi
         StatusCode::SERVICE_UNAVAILABLE,
         "the cache demo needs the cache"
     );
-    let (status, ready) = text(&client, &server.url("/readyz")).await;
+    let (status, ready) = text(&client, &server.admin_url("/readyz")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(ready.contains(r#""cache":"degraded""#), "{ready}");
 
@@ -299,10 +328,10 @@ async fn the_binary_serves_the_original_routes_and_survives_its_dependencies_goi
         "application/problem+json"
     );
     assert!(response.headers().contains_key("retry-after"));
-    let (status, _) = text(&client, &server.url("/readyz")).await;
+    let (status, _) = text(&client, &server.admin_url("/readyz")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(
-        healthcheck(server.port).success(),
+        healthcheck(server.port, server.admin_port).success(),
         "liveness does not depend on PostgreSQL"
     );
 
@@ -310,7 +339,7 @@ async fn the_binary_serves_the_original_routes_and_survives_its_dependencies_goi
     pg.restart();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (status, _) = text(&client, &server.url("/readyz")).await;
+        let (status, _) = text(&client, &server.admin_url("/readyz")).await;
         if status == StatusCode::OK {
             break;
         }
@@ -368,7 +397,7 @@ async fn the_server_starts_and_serves_users_while_redis_is_down() {
         serde_json::from_str::<Value>(&body).unwrap()[0]["name"],
         "Ada"
     );
-    let (status, ready) = text(&client, &server.url("/readyz")).await;
+    let (status, ready) = text(&client, &server.admin_url("/readyz")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(ready.contains(r#""cache":"degraded""#), "{ready}");
 }
@@ -443,7 +472,7 @@ async fn migrate_subcommand_and_bad_configuration() {
     assert!(String::from_utf8_lossy(&bad_port.stderr).contains("PORT"));
 
     assert!(
-        !healthcheck(closed).success(),
+        !healthcheck(closed, free_port()).success(),
         "healthcheck fails when nothing answers"
     );
 
@@ -490,4 +519,162 @@ async fn the_password_can_come_from_a_file() {
         "{}",
         String::from_utf8_lossy(&present.stderr)
     );
+}
+
+/// The deployed configuration: bearer tokens from a file (two, for rotation), Redis behind a
+/// password from a file, /readyz and /metrics on the admin listener only. Nothing secret in the
+/// log, and a rewrite of the token file takes effect without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_redis_password_and_the_admin_listener_in_the_real_binary() {
+    let pg = TestPostgres::start();
+    let database = pg.fresh_database().await;
+    let redis = TestRedis::start_with_password("redis-secret-3f9a1c");
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = ("old-token-6b1e0d9c2f", "new-token-8a7f3e2d1c");
+    let tokens = dir.path().join("api_tokens");
+    std::fs::write(&tokens, format!("# rotating\n{old}\n{new}\n")).unwrap();
+    let redis_password = dir.path().join("redis_password");
+    std::fs::write(&redis_password, "redis-secret-3f9a1c\n").unwrap();
+    let log = dir.path().join("server.log");
+    let server = Server::start_with(
+        &TestPostgres::url(&database),
+        redis.url(),
+        &[
+            ("API_TOKEN_FILE", tokens.as_os_str()),
+            ("REDIS_PASSWORD_FILE", redis_password.as_os_str()),
+            ("RUST_LOG", "info".as_ref()),
+        ],
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let client = reqwest::Client::new();
+    let get = |url: String, token: Option<&'static str>| {
+        let mut request = client.get(url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+
+    // Open routes stay open, byte for byte; /cache works only if Redis took the password.
+    let (status, body) = text(&client, &server.url("/")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "Hello, Docker Multi-Container!")
+    );
+    let (status, body) = text(&client, &server.url("/cache")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "Cache Miss: Key Set")
+    );
+    let (status, _) = text(&client, &server.url("/healthz")).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // No token, a wrong one: 401 problem+json with the Bearer challenge.
+    let missing = get(server.url("/users"), None).await.unwrap();
+    assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        missing.headers()["www-authenticate"],
+        r#"Bearer realm="userstack""#
+    );
+    assert_eq!(
+        missing.headers()["content-type"],
+        "application/problem+json"
+    );
+    let wrong = get(server.url("/users"), Some("wrong-token-0000000000"))
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        wrong.headers()["www-authenticate"],
+        r#"Bearer realm="userstack", error="invalid_token""#
+    );
+    // Rotation: both tokens work at once.
+    for token in [old, new] {
+        let ok = get(server.url("/users"), Some(token)).await.unwrap();
+        assert_eq!(ok.status(), StatusCode::OK, "token {token}");
+    }
+    let created = client
+        .post(server.url("/users"))
+        .bearer_auth(new)
+        .json(&json!({"name": "Ada", "email": "ada@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+
+    // /readyz and /metrics: on the admin listener, without a token; not on the public port.
+    for path in ["/readyz", "/metrics"] {
+        let (status, _) = text(&client, &server.url(path)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "public {path}");
+        let (status, body) = text(&client, &server.admin_url(path)).await;
+        assert_eq!(status, StatusCode::OK, "admin {path}: {body}");
+    }
+    let (_, ready) = text(&client, &server.admin_url("/readyz")).await;
+    assert!(
+        ready.contains(r#""cache":"ok""#),
+        "Redis authenticated: {ready}"
+    );
+    let (status, _) = text(&client, &server.admin_url("/users")).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "no user routes on the admin port"
+    );
+
+    // Rotation, second half: the old token removed from the file (in place), no restart.
+    std::fs::write(&tokens, format!("{new}\n")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = get(server.url("/users"), Some(old)).await.unwrap().status();
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old token still works after 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ok = get(server.url("/users"), Some(new)).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+
+    drop(server);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("bearer tokens required"), "{log}");
+    assert!(log.contains("tokens reloaded"), "{log}");
+    for secret in [old, new, "redis-secret-3f9a1c"] {
+        assert!(!log.contains(secret), "{secret} is in the log:\n{log}");
+    }
+}
+
+/// Without a token the API is open, as the original application was, and the log says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_server_warns_loudly_at_start_up() {
+    let pg = TestPostgres::start();
+    let database = pg.fresh_database().await;
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let server = Server::start_with(
+        &TestPostgres::url(&database),
+        redis.url(),
+        &[],
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let (status, _) = text(&reqwest::Client::new(), &server.url("/users")).await;
+    assert_eq!(status, StatusCode::OK);
+    drop(server);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("NO AUTHENTICATION"), "{log}");
+
+    // A token file that cannot be used stops the start, with a message: never "open instead".
+    let bad = dir.path().join("tokens");
+    std::fs::write(&bad, "short\n").unwrap();
+    let refused = Command::new(BIN)
+        .env_clear()
+        .env("API_TOKEN_FILE", &bad)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("API_TOKEN_FILE"));
 }

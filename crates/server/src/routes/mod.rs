@@ -1,5 +1,10 @@
-//! The routes: which path and method reach which handler, and the OpenAPI document that
-//! describes them, built together so that they cannot disagree.
+//! The routes: which path and method reach which handler, on which listener, behind which door,
+//! and the OpenAPI document that describes them, built together so that they cannot disagree.
+//!
+//! Open to anyone: `/` and `/cache` (the original application's routes), `/healthz` and
+//! `/openapi.json`. Behind the bearer token when one is configured: everything about users. The
+//! operational routes (`/readyz`, `/metrics`) belong to the admin listener; served on the public
+//! port instead (`ADMIN_PORT=0`), they are behind the token too.
 
 use axum::Router;
 use axum::http::header;
@@ -8,6 +13,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth;
 use crate::error;
 use crate::openapi::{ApiDoc, DOCUMENT};
 use crate::state::AppState;
@@ -17,11 +23,18 @@ mod health;
 mod metrics;
 mod users;
 
-/// Every route, each registered with its description.
-fn api() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// The routes anyone may call.
+fn open() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .routes(routes!(demo::hello))
         .routes(routes!(demo::cache))
+        .routes(routes!(health::healthz))
+        .routes(routes!(openapi_json))
+}
+
+/// The users' routes: behind the token.
+fn users() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .routes(routes!(users::list, users::create))
         .routes(routes!(
             users::get,
@@ -29,19 +42,59 @@ fn api() -> OpenApiRouter<AppState> {
             users::update,
             users::delete
         ))
-        .routes(routes!(health::healthz))
-        .routes(routes!(health::readyz))
-        .routes(routes!(metrics::metrics))
-        .routes(routes!(openapi_json))
 }
 
-pub(crate) fn router(state: AppState) -> Router {
-    let (router, _) = api().split_for_parts();
-    router.fallback(error::not_found).with_state(state)
+/// The operational routes: on the admin listener.
+fn operational() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health::readyz))
+        .routes(routes!(metrics::metrics))
+}
+
+/// Every route, each registered with its description (the document covers both listeners).
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(open())
+        .merge(users())
+        .merge(operational())
 }
 
 pub(crate) fn document() -> utoipa::openapi::OpenApi {
     api().split_for_parts().1
+}
+
+/// The public listener's routes.
+pub(crate) fn public(state: AppState) -> Router {
+    let (open, _) = open().split_for_parts();
+    let (users, _) = users().split_for_parts();
+    open.merge(protected(users, &state))
+        .fallback(error::not_found)
+        .with_state(state)
+}
+
+/// The admin listener's routes: for the container network, never published.
+pub(crate) fn admin(state: AppState) -> Router {
+    let (operational, _) = operational()
+        .routes(routes!(health::healthz))
+        .split_for_parts();
+    operational.fallback(error::not_found).with_state(state)
+}
+
+/// Every route on one listener (no admin listener).
+pub(crate) fn all(state: AppState) -> Router {
+    let (open, _) = open().split_for_parts();
+    let (guarded, _) = users().merge(operational()).split_for_parts();
+    open.merge(protected(guarded, &state))
+        .fallback(error::not_found)
+        .with_state(state)
+}
+
+/// `routes` answer 401 without an accepted token. A route layer: unknown paths stay 404.
+fn protected(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
+    routes.route_layer(axum::middleware::from_fn_with_state(
+        state.auth.clone(),
+        auth::require_token,
+    ))
 }
 
 /// This document.
