@@ -16,12 +16,14 @@ started=$SECONDS
 
 usage() {
     cat <<'EOF'
-Usage: deploy/manual/up.sh [--standins] [--help]
+Usage: deploy/manual/up.sh [--standins] [--restore FILE] [--help]
 
-Starts the userstack stack on the local Docker engine: network userstack-net, volume
-userstack-pgdata, containers userstack-db (alias db), userstack-redis (alias redis) and
-userstack-app, then adds sample users and checks /, /users and /cache. Prints how long it took
-and the URL.
+Starts the userstack stack on the local Docker engine: networks userstack-net (the app's) and
+userstack-backend (internal: no route out, unreachable from outside), volume userstack-pgdata,
+containers userstack-db (alias db) and userstack-redis (alias redis) on the backend only, and
+userstack-app on both; then adds sample users and checks /, /users and /cache. Every container
+gets the hardening, limits, log rotation and health check of deploy/lib/services.json. Prints
+how long it took and the URL.
 
 Set-up it does itself: the Docker CLI plugin buildx, when missing, is installed from Debian's
 package into /usr/local/lib/docker/cli-plugins (as root) or ~/.docker/cli-plugins (see
@@ -29,18 +31,24 @@ deploy/lib/cli-plugins.sh); nothing else is installed. Without --standins the of
 are pulled first; if that fails (no registry reachable) it stops at once and says to use
 --standins.
 
-  --standins   no registry here: build the stand-in images (deploy/images/build-standins.sh;
-               needs debootstrap and a Rust 1.95 toolchain on this host), use them
-               (deploy/images/standins.env) and trust the host CA bundle in the build
-  --help       this text
+  --standins      no registry here: build the stand-in images (deploy/images/build-standins.sh;
+                  needs debootstrap and a Rust 1.95 toolchain on this host), use them
+                  (deploy/images/standins.env) and trust the host CA bundle in the build
+  --restore FILE  a new volume only: load the backup FILE (deploy/manual/backup.sh) into the
+                  database before the app starts (deploy/manual/restore.sh does this)
+  --help          this text
 
 Environment (default in brackets):
   POSTGRES_PASSWORD       the PostgreSQL password (required unless POSTGRES_PASSWORD_FILE)
   POSTGRES_PASSWORD_FILE  a file holding it
   POSTGRES_USER           [postgres]
   POSTGRES_DB             [mydb]
-  POSTGRES_IMAGE          [postgres:13]
-  REDIS_IMAGE             [redis:latest]
+  REDIS_PASSWORD_FILE     a file holding Redis's password [generated once, kept in SECRETS_DIR]
+  API_TOKEN_FILE          a file of API bearer tokens, one per line [one generated once, kept in
+                          SECRETS_DIR]; rewriting it and running up.sh again rotates them in place,
+                          without restarting the app
+  POSTGRES_IMAGE          [postgres:13]; pin with postgres:13@sha256:<digest> or an image ID
+  REDIS_IMAGE             [redis:latest]; pinned the same way
   APP_IMAGE               the app image [userstack:<workspace version>, also tagged userstack:latest]
   SKIP_BUILD=1            use the existing APP_IMAGE instead of building it
   RUST_IMAGE              builder base image, passed to docker build [Dockerfile: rust:1.95-slim-bookworm]
@@ -52,22 +60,36 @@ Environment (default in brackets):
   APP_PORT                host port of the app [5000]
   PUBLISH_DB=1            also publish PostgreSQL on 127.0.0.1:${DB_PORT} [not published]
   DB_PORT                 [5432]
-  SECRETS_DIR             where the password file for the containers is kept
+  SECRETS_DIR             where the secret files for the containers are kept
                           [${XDG_STATE_HOME:-$HOME/.local/state}/userstack]
+  APP_MEM_LIMIT, DB_MEM_LIMIT, REDIS_MEM_LIMIT   memory limits [256m, 1g, 256m]
   WAIT_TIMEOUT            seconds to wait for each container to become healthy [120]
   SAMPLE_USERS=0          do not add the sample users
   USERSTACK_TRANSCRIPT    record every command as JSON lines in this file (deploy/lib/common.sh)
 EOF
 }
 
-standins=0
-for arg in "$@"; do
-    case $arg in
+standins=0 restore_from=""
+while (($#)); do
+    case $1 in
         --standins) standins=1 ;;
+        --restore)
+            (($# >= 2)) || die "--restore needs a FILE"
+            restore_from=$2
+            [[ -r $restore_from ]] || die "--restore $restore_from: not a readable file"
+            shift
+            ;;
         -h | --help) usage; exit 0 ;;
-        *) usage >&2; die "unknown argument: $arg" ;;
+        *) usage >&2; die "unknown argument: $1" ;;
     esac
+    shift
 done
+# shellcheck source=../lib/services.sh
+source "$root/deploy/lib/services.sh"
+# shellcheck source=../lib/secrets.sh
+source "$root/deploy/lib/secrets.sh"
+# shellcheck source=../lib/data.sh
+source "$root/deploy/lib/data.sh"
 
 command -v curl >/dev/null || die "curl is missing: the checks at the end use it (apt-get install curl)"
 # Builds need buildx: BuildKit is the builder, and with a Docker client from 23 on `docker build`
@@ -85,6 +107,7 @@ if ((standins)); then
 fi
 
 NETWORK=userstack-net
+BACKEND=userstack-backend
 VOLUME=userstack-pgdata
 DB=userstack-db
 REDIS=userstack-redis
@@ -98,8 +121,6 @@ APP_PORT=${APP_PORT:-5000}
 DB_PORT=${DB_PORT:-5432}
 WAIT_TIMEOUT=${WAIT_TIMEOUT:-120}
 SECRETS_DIR=${SECRETS_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/userstack}
-# Where the containers see the password (the path Docker secrets use).
-SECRET_IN_CONTAINER=/run/secrets/db_password
 # The uid the app image runs as (USER in the Dockerfile).
 APP_UID=65532
 
@@ -147,12 +168,14 @@ done
 # ensure_container NAME [DOCKER-RUN-OPTION...] IMAGE : a running container NAME created with exactly
 # these options from the image IMAGE names now. The options and the image id are fingerprinted
 # into a label, so an unchanged container is kept (started if stopped) and a changed one replaced.
-# RECREATE=1 forces a replacement.
+# RECREATE=1 forces a replacement. The container's command follows the image after `--`
+# (COMMAND=(…)), and CONNECT=(network…) names further networks it joins before it starts (docker
+# run takes one --network before Docker 25).
 ensure_container() {
     local name=$1; shift
-    local image=${!#} image_id fingerprint current state
+    local image=${!#} image_id fingerprint current state network
     image_id=$(docker image inspect -f '{{.Id}}' "$image")
-    fingerprint=$(printf '%s\n' "$image_id" "$@" | sha256sum | cut -c1-16)
+    fingerprint=$(printf '%s\n' "$image_id" "$@" "${COMMAND[@]}" "${CONNECT[@]}" | sha256sum | cut -c1-16)
     if current=$(docker container inspect -f '{{index .Config.Labels "userstack.config"}}' "$name" 2>/dev/null); then
         if [[ "$current" == "$fingerprint" && "${RECREATE:-0}" != 1 ]]; then
             state=$(docker container inspect -f '{{.State.Status}}' "$name")
@@ -166,8 +189,11 @@ ensure_container() {
         log "$name exists with another image or configuration: replacing it"
         run docker rm -f -v "$name"
     fi
-    run docker run -d --name "$name" --label "userstack.config=$fingerprint" "$@"
+    run docker create --name "$name" --label "userstack.config=$fingerprint" "$@" "${COMMAND[@]}"
+    for network in "${CONNECT[@]}"; do run docker network connect "$network" "$name"; done
+    run docker start "$name"
 }
+COMMAND=() CONNECT=()
 
 # wait_healthy NAME : poll the container's health status (bounded); on failure show its logs.
 wait_healthy() {
@@ -186,14 +212,24 @@ wait_healthy() {
     run docker inspect -f '{{.State.Health.Status}}' "$name"
 }
 
-step "1. A user-defined bridge network: containers on it find each other by name"
+step "1. Two user-defined networks: the app's, and an internal one for PostgreSQL and Redis"
+# Containers on a user-defined network find each other by name. An internal network has no
+# route out and cannot be published: the data stores are reachable only from the app.
 if exists network "$NETWORK"; then log "network $NETWORK exists: kept"
 else run docker network create "$NETWORK"; fi
+if exists network "$BACKEND"; then
+    [[ $(docker network inspect -f '{{.Internal}}' "$BACKEND") == true ]] ||
+        die "network $BACKEND exists but is not internal: remove it (deploy/manual/down.sh)"
+    log "network $BACKEND exists: kept"
+else run docker network create --internal "$BACKEND"; fi
 
 step "2. A named volume for the PostgreSQL data: it outlives the container"
 volume_existed=0
 if exists volume "$VOLUME"; then log "volume $VOLUME exists: kept"; volume_existed=1
 else run docker volume create "$VOLUME"; fi
+if [[ -n $restore_from ]] && ((volume_existed)); then
+    die "--restore loads a backup into a new volume, and $VOLUME exists: back it up (deploy/manual/backup.sh), remove it (deploy/manual/down.sh --purge), then restore"
+fi
 
 step "3. The app image $APP_IMAGE"
 if [[ "${SKIP_BUILD:-0}" == 1 ]]; then
@@ -219,80 +255,102 @@ else
     run "${build[@]}" "$root"
 fi
 
-step "4. The password file the containers read (never in their environment)"
-# A file bind-mounted read-only at /run/secrets/db_password, like a Docker secret: `docker
-# inspect` shows its path, not its value. PostgreSQL's entrypoint reads it as root; the app reads
-# it as uid $APP_UID, so the file is that uid's with mode 0400 (root can give it away). A
-# non-root user cannot chown: the file stays theirs with mode 0440 and the app joins their group.
-secret_file=$SECRETS_DIR/db_password
-app_group=()
-if [[ -f "$secret_file" && "$(cat "$secret_file")" == "$password" ]]; then
-    log "$secret_file is up to date: kept"
-    secret_changed=0
-else
-    run mkdir -p "$SECRETS_DIR"
-    run chmod 0700 "$SECRETS_DIR"
-    rm -f "$secret_file"
-    (umask 077 && printf '%s' "$password" >"$secret_file")
-    log "wrote the password to $secret_file"
-    # A new file is a new inode: containers bound to the old one must be recreated.
-    secret_changed=1
-    ((volume_existed)) && warn "PostgreSQL keeps the password it was first initialised with in" \
-        "$VOLUME; if this is a new password, change it in the database as well (README, 'Good to know')"
-fi
-if ((EUID == 0)); then
-    run chown "$APP_UID:$APP_UID" "$secret_file"
-    run chmod 0400 "$secret_file"
-else
-    run chmod 0440 "$secret_file"
-    app_group=(--group-add "$(id -g)")
-fi
-run ls -ln "$secret_file"
+step "4. The secret files the containers read (never in their environment)"
+# Files bind-mounted read-only at /run/secrets/NAME, like Docker secrets: `docker inspect` shows
+# their paths, not their values. The entrypoints of PostgreSQL and Redis read theirs as root; the
+# app reads them as uid $APP_UID, so each file is that uid's with mode 0400 (root can give it
+# away). A non-root user cannot chown: the files stay theirs with mode 0440 and the app joins
+# their group.
+run mkdir -p "$SECRETS_DIR"
+run chmod 0700 "$SECRETS_DIR"
+app_group=() owner="" mode=0400
+if ((EUID == 0)); then owner=$APP_UID:$APP_UID
+else mode=0440; app_group=(--group-add "$(id -g)"); fi
+declare -A changed=()
+for name in "${SECRET_NAMES[@]}"; do
+    value=$(secret_source "$name" "$SECRETS_DIR/$name") || die "set POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE (the PostgreSQL password); e.g.
+  umask 077; openssl rand -base64 24 >~/.userstack-db-password
+  POSTGRES_PASSWORD_FILE=~/.userstack-db-password $0"
+    [[ -n $value ]] || die "the $name secret is empty"
+    changed[$name]=$(printf '%s' "$value" | write_secret "$SECRETS_DIR/$name" "$owner" "$mode")
+    log "$SECRETS_DIR/$name: ${changed[$name]}"
+done
+unset value
+run ls -ln "$SECRETS_DIR"
+secret_mount() { printf -- '-v=%s:/run/secrets/%s:ro' "$SECRETS_DIR/$1" "$1"; }
+# The app re-reads the tokens by itself; a new password needs new containers.
+db_changed=0 redis_changed=0
+[[ ${changed[db_password]} == changed ]] && db_changed=1
+[[ ${changed[redis_password]} == changed ]] && redis_changed=1
 
-step "5. PostgreSQL: $DB on $NETWORK as 'db', data in the volume $VOLUME"
+step "5. PostgreSQL: $DB on $BACKEND as 'db', data in the volume $VOLUME"
 ensure_image "$POSTGRES_IMAGE"
+mapfile -d '' db_options < <(service_options db)
 db_ports=()
-[[ "${PUBLISH_DB:-0}" == 1 ]] && db_ports=(-p "127.0.0.1:$DB_PORT:5432")
-# pg_isready over TCP: during first initialisation the entrypoint runs a temporary server on the
-# Unix socket only, which a socket probe would report as ready.
-RECREATE=$secret_changed ensure_container "$DB" \
-    --network "$NETWORK" --network-alias db --restart unless-stopped \
+if [[ "${PUBLISH_DB:-0}" == 1 ]]; then
+    # An internal network cannot publish a port: PostgreSQL joins the app's network as well.
+    db_ports=(-p "127.0.0.1:$DB_PORT:5432")
+    CONNECT=("$NETWORK")
+fi
+# The health check probes over TCP: during first initialisation the entrypoint runs a temporary
+# server on the Unix socket only, which a socket probe would report as ready.
+RECREATE=$db_changed ensure_container "$DB" \
+    --network "$BACKEND" --network-alias db --restart unless-stopped \
     -e "POSTGRES_USER=$POSTGRES_USER" -e "POSTGRES_DB=$POSTGRES_DB" \
-    -e "POSTGRES_PASSWORD_FILE=$SECRET_IN_CONTAINER" \
-    -v "$secret_file:$SECRET_IN_CONTAINER:ro" \
+    -e POSTGRES_PASSWORD_FILE=/run/secrets/db_password "$(secret_mount db_password)" \
     -v "$VOLUME:/var/lib/postgresql/data" \
-    "${db_ports[@]}" \
-    --health-cmd "pg_isready -h 127.0.0.1 -U $POSTGRES_USER -d $POSTGRES_DB" \
-    --health-interval 2s --health-timeout 3s --health-retries 5 --health-start-period 60s \
+    "${db_ports[@]}" "${db_options[@]}" \
     "$POSTGRES_IMAGE"
+CONNECT=()
 
-step "6. Redis: $REDIS on $NETWORK as 'redis' (a cache: no volume)"
+step "6. Redis: $REDIS on $BACKEND as 'redis' (a cache: no volume), password from its file"
 ensure_image "$REDIS_IMAGE"
-ensure_container "$REDIS" \
-    --network "$NETWORK" --network-alias redis --restart unless-stopped \
-    --health-cmd "redis-cli ping" \
-    --health-interval 2s --health-timeout 3s --health-retries 5 \
+mapfile -d '' redis_options < <(service_options redis)
+mapfile -d '' COMMAND < <(service_command redis)
+RECREATE=$redis_changed ensure_container "$REDIS" \
+    --network "$BACKEND" --network-alias redis --restart unless-stopped \
+    "$(secret_mount redis_password)" "${redis_options[@]}" \
     "$REDIS_IMAGE"
+COMMAND=()
 
 step "7. Wait for PostgreSQL and Redis to report healthy"
 wait_healthy "$DB"
 wait_healthy "$REDIS"
+if ((volume_existed && db_changed)); then
+    # The volume keeps the password it was initialised with; the app is about to use the new one.
+    log "the PostgreSQL password changed and $VOLUME was initialised before: set it in the database"
+    sync_db_password "$DB"
+fi
+if [[ -n $restore_from ]]; then
+    step "7b. Restore $restore_from into the new volume (before the app starts)"
+    restore_db "$DB" "$restore_from"
+fi
 
-step "8. The app: $APP published on $APP_BIND:$APP_PORT"
-RECREATE=$secret_changed ensure_container "$APP" \
+step "8. The app: $APP on $NETWORK and $BACKEND, port 5000 published on $APP_BIND:$APP_PORT"
+# The admin listener (ADMIN_PORT 9000: /readyz, /metrics) is not published.
+mapfile -d '' app_options < <(service_options app)
+CONNECT=("$BACKEND")
+RECREATE=$((db_changed || redis_changed)) ensure_container "$APP" \
     --network "$NETWORK" --restart unless-stopped \
     -p "$APP_BIND:$APP_PORT:5000" \
     -e PGHOST=db -e "PGUSER=$POSTGRES_USER" -e "PGDATABASE=$POSTGRES_DB" \
-    -e "DATABASE_PASSWORD_FILE=$SECRET_IN_CONTAINER" \
+    -e DATABASE_PASSWORD_FILE=/run/secrets/db_password "$(secret_mount db_password)" \
     -e REDIS_URL=redis://redis:6379 \
-    -v "$secret_file:$SECRET_IN_CONTAINER:ro" \
-    "${app_group[@]}" \
+    -e REDIS_PASSWORD_FILE=/run/secrets/redis_password "$(secret_mount redis_password)" \
+    -e API_TOKEN_FILE=/run/secrets/api_tokens "$(secret_mount api_tokens)" \
+    "${app_group[@]}" "${app_options[@]}" \
     "$APP_IMAGE"
+CONNECT=()
 wait_healthy "$APP"
 
 # The published address as seen from this host.
 case $APP_BIND in 0.0.0.0 | "") url_host=127.0.0.1 ;; *:*) url_host="[$APP_BIND]" ;; *) url_host=$APP_BIND ;; esac
 url=http://$url_host:$APP_PORT
+
+# The token travels in a header file: never on a command line or in the transcript.
+auth_header=$(mktemp)
+trap 'rm -f "$auth_header"' EXIT
+printf 'Authorization: Bearer %s\n' "$(first_token "$SECRETS_DIR/api_tokens")" >"$auth_header"
 
 if [[ "${SAMPLE_USERS:-1}" != 0 ]]; then
     step "9. Sample users through the API (201 created, or 409: already there)"
@@ -301,7 +359,7 @@ if [[ "${SAMPLE_USERS:-1}" != 0 ]]; then
         # Plain ASCII names and addresses: no JSON escaping needed (and no jq on a bare host).
         body=$(printf '{"name":"%s","email":"%s"}' "${user%%:*}" "${user#*:}")
         run curl -sS -w '\n%{http_code}\n' -X POST -H 'Content-Type: application/json' \
-            -d "$body" "$url/users"
+            -H "@$auth_header" -d "$body" "$url/users"
         code=${RUN_OUTPUT##*$'\n'}
         [[ "$code" == 201 || "$code" == 409 ]] || die "POST /users answered $code"
     done
@@ -309,7 +367,17 @@ fi
 
 step "10. Check: /, /users, /cache"
 run curl -sS --fail-with-body -w '\n' "$url/"
-run curl -sS --fail-with-body -w '\n' "$url/users"
+run curl -sS --fail-with-body -w '\n' -H "@$auth_header" "$url/users"
 run curl -sS --fail-with-body -w '\n' "$url/cache"
-run docker ps --filter "network=$NETWORK" --format 'table {{.Names}}\t{{.Image}}\t{{.Status}}\t{{.Ports}}'
+run docker ps --filter "network=$BACKEND" --format 'table {{.Names}}\t{{.Image}}\t{{.Status}}\t{{.Ports}}'
+
+step "11. The images this stack runs, to pin them (POSTGRES_IMAGE=…, REDIS_IMAGE=…, APP_IMAGE=…)"
+for name in "$DB" "$REDIS" "$APP"; do
+    image_id=$(docker inspect -f '{{.Image}}' "$name")
+    # A pulled image has a registry digest (name@sha256:…); a local build only its ID.
+    run docker image inspect -f "$name {{.Id}} {{if .RepoDigests}}{{index .RepoDigests 0}}{{else}}(no registry digest: pin by ID){{end}}" "$image_id"
+done
 log "the stack is up: $url (this run took $((SECONDS - started)) s)"
+log "/users needs a bearer token, one of the lines of $SECRETS_DIR/api_tokens:"
+log "  TOKEN=\$(grep -v '^#' $SECRETS_DIR/api_tokens | head -n1)"
+log "  curl -H \"Authorization: Bearer \$TOKEN\" $url/users"

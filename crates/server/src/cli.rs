@@ -36,6 +36,10 @@ pub enum Command {
     /// ADMIN_PORT=0; loopback for a wildcard address), else 1. For container health checks:
     /// needs no shell and no curl.
     Healthcheck,
+    /// Print the answer of GET /readyz on the admin listener (on PORT when ADMIN_PORT=0) and
+    /// exit 0 if it is 200, else 1: readiness from inside the container (`docker exec APP
+    /// userstack ready`), where the admin port is reachable without being published.
+    Ready,
 }
 
 /// Runs the command line; the process exit code. The async runtime is started only for the
@@ -44,6 +48,26 @@ pub enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     let config = cli.config;
     let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Ready = command {
+        let (host, port) = config
+            .admin
+            .address(&config.host)
+            .unwrap_or_else(|| (config.host.clone(), config.port));
+        return match http_get(&host, port, "/readyz") {
+            Ok(answer) => {
+                eprintln!("{}", answer.trim_end());
+                if answer.starts_with("HTTP/1.1 200") {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("not ready: {host}:{port}: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Command::Healthcheck = command {
         // Both listeners: a process whose public port died is not healthy either.
         let mut status = healthcheck(&config.host, config.port);
@@ -68,7 +92,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = runtime.block_on(async {
         match command {
             Command::Migrate => migrate(&config).await,
-            Command::Serve | Command::Healthcheck => serve(&config).await,
+            Command::Serve | Command::Healthcheck | Command::Ready => serve(&config).await,
         }
     });
     match result {
@@ -232,26 +256,33 @@ fn probe_address(host: &str, port: u16) -> std::io::Result<SocketAddr> {
     Ok(SocketAddr::new(ip, port))
 }
 
-/// A minimal HTTP/1.1 GET, so the runtime image needs nothing but this binary.
-fn healthcheck(host: &str, port: u16) -> ExitCode {
+/// A minimal HTTP/1.1 GET, so the runtime image needs nothing but this binary: the status line
+/// and the body (the server closes the connection after one answer).
+fn http_get(host: &str, port: u16, path: &str) -> std::io::Result<String> {
     let timeout = Duration::from_secs(3);
-    let probe = || -> std::io::Result<String> {
-        let address = probe_address(host, port)?;
-        let mut stream = TcpStream::connect_timeout(&address, timeout)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
-        let mut head = [0u8; 64];
-        let n = stream.read(&mut head)?;
-        Ok(String::from_utf8_lossy(&head[..n]).into_owned())
-    };
-    match probe() {
-        Ok(head) if head.starts_with("HTTP/1.1 200") => ExitCode::SUCCESS,
-        Ok(head) => {
+    let address = probe_address(host, port)?;
+    let mut stream = TcpStream::connect_timeout(&address, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.take(64 * 1024).read_to_end(&mut answer)?;
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer.lines().next().unwrap_or("empty answer");
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    Ok(format!("{status}\n{body}"))
+}
+
+fn healthcheck(host: &str, port: u16) -> ExitCode {
+    match http_get(host, port, "/healthz") {
+        Ok(answer) if answer.starts_with("HTTP/1.1 200") => ExitCode::SUCCESS,
+        Ok(answer) => {
             eprintln!(
-                "unhealthy: {}",
-                head.lines().next().unwrap_or("empty answer")
+                "unhealthy: {host}:{port}: {}",
+                answer.lines().next().unwrap_or("")
             );
             ExitCode::FAILURE
         }

@@ -678,3 +678,39 @@ async fn an_open_server_warns_loudly_at_start_up() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("API_TOKEN_FILE"));
 }
+
+/// `userstack ready`: readiness from inside a container, where the admin port is not published.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ready_subcommand_reports_the_admin_listeners_readiness() {
+    let pg = TestPostgres::start_private();
+    let database = pg.fresh_database().await;
+    let redis = TestRedis::start();
+    let server = Server::start(&TestPostgres::url(&database), redis.url());
+    let ready = |admin_port: u16| {
+        Command::new(BIN)
+            .arg("ready")
+            .env_clear()
+            .env("HOST", "127.0.0.1")
+            .env("ADMIN_PORT", admin_port.to_string())
+            .output()
+            .unwrap()
+    };
+    let up = ready(server.admin_port);
+    assert!(up.status.success());
+    assert!(String::from_utf8_lossy(&up.stderr).contains(r#""status":"ready""#));
+    pg.stop();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let down = ready(server.admin_port);
+        if !down.status.success() {
+            assert!(String::from_utf8_lossy(&down.stderr).contains("503"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still ready with PostgreSQL stopped"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!ready(free_port()).status.success(), "nothing listening");
+}
