@@ -10,19 +10,24 @@
 #   POSTGRES_PASSWORD_FILE=/path/to/password ./load-and-run.sh     # or POSTGRES_PASSWORD=…
 #
 # up (the default): docker load the images (skipped when every one is already there with the
-# same ID), verify their IDs against images.txt, write the password to ./secrets/db_password
-# (kept for later runs), and docker compose up -d --wait.
-# down [--volumes]: docker compose down (--volumes: also the data and ./secrets).
+# same ID), verify their IDs against images.txt, write the secrets to ./secrets (the password;
+# Redis's password and the API tokens from REDIS_PASSWORD_FILE / API_TOKEN_FILE or generated
+# once; all kept for later runs), and docker compose up -d --wait.
+# down [--volumes [--yes]]: docker compose down (--volumes: also the data and ./secrets; asks
+# first, --yes for scripts).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-if [[ -r $here/lib/common.sh ]]; then
-    # shellcheck source-path=SCRIPTDIR source=../lib/common.sh
-    source "$here/lib/common.sh"
-else
-    # shellcheck source-path=SCRIPTDIR source=../lib/common.sh
-    source "$here/../lib/common.sh"
-fi
+# In the bundle the shared scripts are in lib/; in the repository, in ../lib/.
+lib=$here/lib
+[[ -r $lib/common.sh ]] || lib=$here/../lib
+# shellcheck source-path=SCRIPTDIR source=../lib/common.sh
+source "$lib/common.sh"
+# shellcheck source-path=SCRIPTDIR source=../lib/secrets.sh
+source "$lib/secrets.sh"
+USERSTACK_STATE_DIR=${USERSTACK_STATE_DIR:-$here/state}
+# shellcheck source-path=SCRIPTDIR source=../lib/data.sh
+source "$lib/data.sh"
 cd "$here"
 
 for f in images.tar images.txt bundle.env compose.yaml; do
@@ -77,33 +82,22 @@ up() {
         log "$img: ID ${id:7:12} verified"
     done <images.txt
 
-    step "The database password"
-    local value
-    if value=$(secret_value POSTGRES_PASSWORD); then
-        [[ -n $value ]] || die "the database password is empty"
-        (umask 077 && mkdir -p secrets)
-        # Rewritten only on change: a running container keeps the inode it bind-mounted.
-        if ! printf '%s' "$value" | cmp -s - secrets/db_password; then
-            (umask 077 && printf '%s' "$value" >secrets/db_password.new)
-            mv -f secrets/db_password.new secrets/db_password
-        fi
-        log "password written to $here/secrets/db_password"
-    elif [[ -s secrets/db_password ]]; then
-        log "using the password kept in $here/secrets/db_password"
-    else
-        die "no database password: set POSTGRES_PASSWORD, or POSTGRES_PASSWORD_FILE to a file on this host"
-    fi
-    # The bind-mounted file keeps its owner and mode in the containers: the app image's (numeric)
-    # user may read it, PostgreSQL's entrypoint reads it as root, nobody else can (0700 directory).
-    local owner
+    step "The secrets"
+    # The bind-mounted files keep their owner and mode in the containers: the app image's
+    # (numeric) user may read them, the PostgreSQL and Redis entrypoints read theirs as root,
+    # nobody else can (0700 directory).
+    local owner mode=0400 name value
     owner=$(numeric_user "$(app_image)")
-    if [[ -n $owner ]]; then
-        run chown "$owner" secrets/db_password
-        run chmod 0400 secrets/db_password
-    else
-        run chmod 0444 secrets/db_password
-    fi
-    run ls -ln secrets/db_password
+    [[ -n $owner ]] || mode=0444
+    (umask 077 && mkdir -p secrets)
+    for name in "${SECRET_NAMES[@]}"; do
+        if value=$(secret_source "$name" "secrets/$name"); then :
+        elif [[ $name == db_password && -s secrets/db_password ]]; then value=$(cat secrets/db_password)
+        else die "no database password: set POSTGRES_PASSWORD, or POSTGRES_PASSWORD_FILE to a file on this host"; fi
+        [[ -n $value ]] || die "the $name secret is empty"
+        log "secrets/$name: $(printf '%s' "$value" | write_secret "secrets/$name" "$owner" "$mode")"
+    done
+    run ls -ln secrets
 
     step "docker compose up"
     run docker compose "${compose_args[@]}" up -d --wait --wait-timeout "${COMPOSE_WAIT_TIMEOUT:-300}"
@@ -111,8 +105,19 @@ up() {
 }
 
 down() {
-    step "docker compose down${1:+ $1}"
-    if [[ ${1:-} == --volumes || ${1:-} == -v ]]; then
+    local volumes=0 yes=0 arg
+    for arg in "$@"; do
+        case $arg in
+            --volumes | -v) volumes=1 ;;
+            --yes | -y) yes=1 ;;
+            *) die "usage: $0 down [--volumes [--yes]]" ;;
+        esac
+    done
+    if ((volumes)) && docker volume inspect "${COMPOSE_PROJECT_NAME:-userstack}_pgdata" >/dev/null 2>&1; then
+        confirm_destroy "the volume ${COMPOSE_PROJECT_NAME:-userstack}_pgdata" "compose-${COMPOSE_PROJECT_NAME:-userstack}" "$yes" ""
+    fi
+    step "docker compose down${1:+ $*}"
+    if ((volumes)); then
         run docker compose "${compose_args[@]}" down --volumes
         run rm -rf secrets
     else
@@ -122,6 +127,6 @@ down() {
 
 case ${1:-up} in
     up) up ;;
-    down) down "${2:-}" ;;
-    *) die "usage: $0 [up | down [--volumes]]" ;;
+    down) shift; down "$@" ;;
+    *) die "usage: $0 [up | down [--volumes [--yes]]]" ;;
 esac

@@ -5,12 +5,19 @@
 #   remote.sh ship TARGET             copy those images from this host's daemon to TARGET's
 #                                     (docker save | docker load; images already there with the
 #                                     same ID are skipped; IDs are verified after loading)
-#   remote.sh up TARGET               put the database password on TARGET, then
-#                                     docker compose up -d --wait there
+#   remote.sh up TARGET               put the secrets on TARGET, then docker compose up -d
+#                                     --wait there (a changed database password is also set in
+#                                     an existing volume first: no restart loop)
 #   remote.sh ps TARGET               docker compose ps on TARGET
-#   remote.sh check URL               GET URL/, URL/users, URL/cache, URL/readyz and print them
-#   remote.sh down TARGET [--volumes] docker compose down there (--volumes: also the data and
-#                                     the password file `up` wrote)
+#   remote.sh ready TARGET            the app's /readyz, asked inside its container (the admin
+#                                     port is not published)
+#   remote.sh check URL               GET URL/, URL/users (with the token), URL/cache; print them
+#   remote.sh backup TARGET [FILE]    pg_dump -Fc of the database on TARGET into FILE on this
+#                                     host; prints its size and users (deploy/lib/data.sh)
+#   remote.sh restore TARGET FILE     a new volume on TARGET with the backup FILE in it, then up
+#   remote.sh down TARGET [--volumes [--yes]]  docker compose down there (--volumes: also the
+#                                     data and the secret files `up` wrote; asks first, naming
+#                                     the last backup; --yes for scripts)
 #   remote.sh bundle OUT.tar.gz       one archive for hosts nothing can reach: the images,
 #                                     compose.yaml, .env.example and load-and-run.sh
 #
@@ -20,11 +27,14 @@
 #
 # Environment: everything compose.yaml reads (see .env.example; a `.env` next to compose.yaml is
 # read as usual, USERSTACK_ENV_FILE names another one), COMPOSE_PROJECT_NAME (default
-# userstack). The password: POSTGRES_PASSWORD, or POSTGRES_PASSWORD_FILE (a file on this host);
-# `up` copies it to REMOTE_SECRETS_DIR/db_password on the target (default
-# /var/lib/userstack/<project>/secrets) because compose bind-mounts file secrets from the Docker
-# host's file system, not from the client's. POSTGRES_PASSWORD_FILE_HOST, when set, names a file
-# that already exists on the target and is used as it is.
+# userstack). The secrets (deploy/lib/secrets.sh): the password POSTGRES_PASSWORD or
+# POSTGRES_PASSWORD_FILE (a file on this host); Redis's password REDIS_PASSWORD_FILE and the API
+# tokens API_TOKEN_FILE, or generated once and kept on this host in
+# ~/.local/state/userstack/compose-<project>/ (USERSTACK_STATE_DIR). `up` copies each to
+# REMOTE_SECRETS_DIR/<name> on the target (default /var/lib/userstack/<project>/secrets) because
+# compose bind-mounts file secrets from the Docker host's file system, not from the client's.
+# POSTGRES_PASSWORD_FILE_HOST (REDIS_PASSWORD_FILE_HOST, API_TOKEN_FILE_HOST), when set, names
+# a file that already exists on the target and is used as it is.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -32,10 +42,16 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/../lib/common.sh"
 # shellcheck source-path=SCRIPTDIR source=../lib/cli-plugins.sh
 source "$here/../lib/cli-plugins.sh"
+# shellcheck source-path=SCRIPTDIR source=../lib/secrets.sh
+source "$here/../lib/secrets.sh"
+# shellcheck source-path=SCRIPTDIR source=../lib/data.sh
+source "$here/../lib/data.sh"
 
 COMPOSE_FILE=$here/compose.yaml
 PROJECT=${COMPOSE_PROJECT_NAME:-userstack}
 REMOTE_SECRETS_DIR=${REMOTE_SECRETS_DIR:-/var/lib/userstack/$PROJECT/secrets}
+CLIENT_SECRETS_DIR=$USERSTACK_STATE_DIR/compose-$PROJECT
+BACKUP_KEY=compose-$PROJECT
 COMPOSE_ARGS=(-f "$COMPOSE_FILE" -p "$PROJECT")
 if [[ -n ${USERSTACK_ENV_FILE:-} ]]; then
     [[ -r $USERSTACK_ENV_FILE ]] || die "USERSTACK_ENV_FILE=$USERSTACK_ENV_FILE is not readable"
@@ -140,33 +156,53 @@ cmd_ship() {
 size_of() { docker image inspect --format '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1/1e6}'; }
 secs_since() { awk -v a="$1" -v b="$(date +%s%3N)" 'BEGIN{printf "%.1f", (b-a)/1000}'; }
 
-# push_secret : make the password a file on the target and point compose at it.
-push_secret() {
-    if [[ -n ${POSTGRES_PASSWORD_FILE_HOST:-} ]]; then
-        log "using the password file $POSTGRES_PASSWORD_FILE_HOST on the target as it is"
-        return 0
-    fi
-    local value
-    value=$(secret_value POSTGRES_PASSWORD) ||
-        die "no database password: set POSTGRES_PASSWORD, or POSTGRES_PASSWORD_FILE to a file on this host"
-    [[ -n $value ]] || die "the database password is empty"
-    target_shell_cmd
-    local dest=$REMOTE_SECRETS_DIR/db_password app_image owner mode
+# host_var NAME : the compose variable naming secret NAME's file on the Docker host.
+host_var() {
+    case $1 in
+        db_password) echo POSTGRES_PASSWORD_FILE_HOST ;;
+        redis_password) echo REDIS_PASSWORD_FILE_HOST ;;
+        api_tokens) echo API_TOKEN_FILE_HOST ;;
+    esac
+}
+
+# push_secrets : make each secret a file on the target and point compose at it. Sets
+# CHANGED[name]=changed|kept.
+declare -A CHANGED=()
+push_secrets() {
+    local name var value dest app_image owner mode script
     # A bind-mounted file keeps its owner and mode in the container (compose ignores uid/gid/mode
-    # outside swarm): owned by the app image's user with mode 0400 the app can read it,
-    # PostgreSQL's entrypoint reads it as root, and nobody else can. An image whose user is not
-    # numeric gets 0444; the 0700 directory still keeps other users of the host out.
+    # outside swarm): owned by the app image's user with mode 0400 the app can read it, the
+    # PostgreSQL and Redis entrypoints read theirs as root, and nobody else can. An image whose
+    # user is not numeric gets 0444; the 0700 directory still keeps other users of the host out.
     app_image=$(service_images | awk '$1 == "app" {print $2}')
     owner=$(numeric_user "$app_image")
     if [[ -n $owner ]]; then mode=0400; else owner=0:0 mode=0444; fi
-    # Rewritten only on change: a running container keeps the inode it bind-mounted.
-    local script
-    script="umask 077 && mkdir -p $(q "$REMOTE_SECRETS_DIR") && cat > $(q "$dest.new") && if cmp -s $(q "$dest.new") $(q "$dest"); then rm -f $(q "$dest.new"); else mv -f $(q "$dest.new") $(q "$dest"); fi && chown $owner $(q "$dest") && chmod $mode $(q "$dest")"
-    step "Put the database password on the target ($dest)"
-    # The value travels on stdin and is named by a variable in the command line that is shown
-    # and recorded, so it never appears in either.
-    USERSTACK_DB_PASSWORD=$value run_sh "printf %s \"\$USERSTACK_DB_PASSWORD\" | $(qa "${SSH_ARGS[@]}") $(sq "$script")"
-    export POSTGRES_PASSWORD_FILE_HOST=$dest
+    for name in "${SECRET_NAMES[@]}"; do
+        var=$(host_var "$name")
+        if [[ -n ${!var:-} ]]; then
+            log "using the $name file ${!var} on the target as it is"
+            CHANGED[$name]=kept
+            continue
+        fi
+        value=$(secret_source "$name" "$CLIENT_SECRETS_DIR/$name") ||
+            die "no database password: set POSTGRES_PASSWORD, or POSTGRES_PASSWORD_FILE to a file on this host"
+        [[ -n $value ]] || die "the $name secret is empty"
+        if [[ $name != db_password ]]; then
+            # Kept here too: the next `up` sends the same, and the tokens are at hand for curl.
+            (umask 077 && mkdir -p "$CLIENT_SECRETS_DIR")
+            printf '%s\n' "$value" | write_secret "$CLIENT_SECRETS_DIR/$name" "" 0600 >/dev/null
+        fi
+        target_shell_cmd
+        dest=$REMOTE_SECRETS_DIR/$name
+        # The same write_secret as everywhere (deploy/lib/secrets.sh), run on the target.
+        script="set -euo pipefail; $(declare -f write_secret); umask 077; mkdir -p $(q "$REMOTE_SECRETS_DIR"); write_secret $(q "$dest") $owner $mode"
+        step "Put the secret $name on the target ($dest)"
+        # The value travels on stdin and is named by a variable in the command line that is
+        # shown and recorded, so it never appears in either.
+        USERSTACK_SECRET=$value run_sh "printf '%s\\n' \"\$USERSTACK_SECRET\" | $(qa "${SSH_ARGS[@]}") $(sq "bash -c $(q "$script")")"
+        CHANGED[$name]=${RUN_OUTPUT##*$'\n'}
+        export "$var=$dest"
+    done
 }
 
 # numeric_user IMAGE : the image's USER as uid:gid when it is numeric, else nothing.
@@ -177,13 +213,35 @@ numeric_user() {
     printf '%s:%s' "${BASH_REMATCH[1]}" "${BASH_REMATCH[3]:-${BASH_REMATCH[1]}}"
 }
 
+compose_on() { docker "${TARGET_ARGS[@]}" compose "${COMPOSE_ARGS[@]}" "$@"; }
+container_of() { compose_on ps -q "$1"; }
+volume_exists() { docker "${TARGET_ARGS[@]}" volume inspect "${PROJECT}_pgdata" >/dev/null 2>&1; }
+WAIT=(--wait --wait-timeout "${COMPOSE_WAIT_TIMEOUT:-300}")
+
 cmd_up() {
     (($# == 1)) || usage
     require_tools
     set_target "$1"
-    push_secret
+    DOCKER=(docker "${TARGET_ARGS[@]}")
+    local had_volume=0 recreate=()
+    volume_exists && had_volume=1
+    push_secrets
+    # Compose does not see a secret file's content: containers that read a changed password at
+    # start are recreated. The database keeps the password its volume was initialised with, so
+    # a new one is set there first; the app never starts with a password the database refuses.
+    if [[ ${CHANGED[db_password]} == changed ]] && ((had_volume)); then
+        step "The database password changed: set it in the existing volume"
+        run docker "${TARGET_ARGS[@]}" compose "${COMPOSE_ARGS[@]}" up -d "${WAIT[@]}" --force-recreate --no-deps db
+        sync_db_password "$(container_of db)"
+    fi
+    [[ ${CHANGED[db_password]} == changed ]] && recreate+=(db app)
+    [[ ${CHANGED[redis_password]} == changed ]] && recreate+=(redis app)
     step "docker compose up on $1"
-    run docker "${TARGET_ARGS[@]}" compose "${COMPOSE_ARGS[@]}" up -d --wait --wait-timeout "${COMPOSE_WAIT_TIMEOUT:-300}"
+    if ((${#recreate[@]})) && compose_on ps -q | grep -q .; then
+        mapfile -t recreate < <(printf '%s\n' "${recreate[@]}" | sort -u)
+        run docker "${TARGET_ARGS[@]}" compose "${COMPOSE_ARGS[@]}" up -d "${WAIT[@]}" --force-recreate --no-deps "${recreate[@]}"
+    fi
+    run docker "${TARGET_ARGS[@]}" compose "${COMPOSE_ARGS[@]}" up -d "${WAIT[@]}"
     run docker "${TARGET_ARGS[@]}" compose "${COMPOSE_ARGS[@]}" ps
     # The target's address where the endpoint names one (ssh://, tcp://); a socket is this host.
     local host=${ENDPOINT#*://} port
@@ -193,6 +251,46 @@ cmd_up() {
     port=$(docker compose "${COMPOSE_ARGS[@]}" config --format json | jq -er '.services.app.ports[0].published') ||
         port=APP_PORT
     log "the stack is up on $1: http://$host:$port (remote.sh up took $SECONDS s)"
+    log "/users needs a bearer token, a line of ${API_TOKEN_FILE:-$CLIENT_SECRETS_DIR/api_tokens}:"
+    log "  curl -H \"Authorization: Bearer \$(grep -v '^#' ${API_TOKEN_FILE:-$CLIENT_SECRETS_DIR/api_tokens} | head -n1)\" http://$host:$port/users"
+}
+
+cmd_ready() {
+    (($# == 1)) || usage
+    require_tools
+    set_target "$1"
+    run docker "${TARGET_ARGS[@]}" compose "${COMPOSE_ARGS[@]}" exec -T app userstack ready
+}
+
+cmd_backup() {
+    (($# >= 1 && $# <= 2)) || usage
+    require_tools
+    set_target "$1"
+    DOCKER=(docker "${TARGET_ARGS[@]}")
+    local db
+    db=$(container_of db)
+    [[ -n $db ]] || die "no db container of project $PROJECT on $1: up first"
+    step "Back up the database on $1"
+    backup_db "$db" "${2:-}" "$BACKUP_KEY"
+}
+
+cmd_restore() {
+    (($# == 2)) || usage
+    require_tools
+    set_target "$1"
+    DOCKER=(docker "${TARGET_ARGS[@]}")
+    local file=$2
+    [[ -r $file ]] || die "$file is not a readable file"
+    volume_exists && die "the volume ${PROJECT}_pgdata exists on $1; a restore goes into a new one. First
+  remote.sh backup $1                # keep what is there
+  remote.sh down $1 --volumes        # remove it (asks)
+then run this again."
+    push_secrets
+    step "A new volume with the backup in it, before the app starts"
+    run docker "${TARGET_ARGS[@]}" compose "${COMPOSE_ARGS[@]}" up -d "${WAIT[@]}" db redis
+    restore_db "$(container_of db)" "$file"
+    step "docker compose up on $1"
+    run docker "${TARGET_ARGS[@]}" compose "${COMPOSE_ARGS[@]}" up -d "${WAIT[@]}"
 }
 
 cmd_ps() {
@@ -203,23 +301,35 @@ cmd_ps() {
 }
 
 cmd_down() {
-    (($# >= 1 && $# <= 2)) || usage
-    local volumes=0
-    if (($# == 2)); then
-        [[ $2 == --volumes || $2 == -v ]] || usage
-        volumes=1
-    fi
+    (($# >= 1)) || usage
+    local target=$1 volumes=0 yes=0 arg name var
+    shift
+    for arg in "$@"; do
+        case $arg in
+            --volumes | -v) volumes=1 ;;
+            --yes | -y) yes=1 ;;
+            *) usage ;;
+        esac
+    done
     require_tools
-    set_target "$1"
-    step "docker compose down on $1$( ((volumes)) && echo ' (with the volumes)')"
-    # down does not mount anything, but compose still resolves the secret's path.
-    export POSTGRES_PASSWORD_FILE_HOST=${POSTGRES_PASSWORD_FILE_HOST:-$REMOTE_SECRETS_DIR/db_password}
+    set_target "$target"
+    if ((volumes)) && volume_exists; then
+        confirm_destroy "the volume ${PROJECT}_pgdata on $target" "$BACKUP_KEY" "$yes" "remote.sh backup $target"
+    fi
+    step "docker compose down on $target$( ((volumes)) && echo ' (with the volumes)')"
+    # down does not mount anything, but compose still resolves the secrets' paths.
+    for name in "${SECRET_NAMES[@]}"; do
+        var=$(host_var "$name")
+        export "$var=${!var:-$REMOTE_SECRETS_DIR/$name}"
+    done
     if ((volumes)); then
         run docker "${TARGET_ARGS[@]}" compose "${COMPOSE_ARGS[@]}" down --volumes
         if [[ $POSTGRES_PASSWORD_FILE_HOST == "$REMOTE_SECRETS_DIR/db_password" ]]; then
             target_shell_cmd
             run "${SSH_ARGS[@]}" "rm -rf $(q "$REMOTE_SECRETS_DIR")"
         fi
+        [[ ! -d $CLIENT_SECRETS_DIR ]] || run rm -rf "$CLIENT_SECRETS_DIR"
+        log "last backup (kept): $(last_backup "$BACKUP_KEY")"
     else
         run docker "${TARGET_ARGS[@]}" compose "${COMPOSE_ARGS[@]}" down
     fi
@@ -228,10 +338,17 @@ cmd_down() {
 cmd_check() {
     (($# == 1)) || usage
     command -v curl >/dev/null || die "curl is not installed"
-    local url=${1%/} path
+    local url=${1%/} path tokens header
+    tokens=${API_TOKEN_FILE:-$CLIENT_SECRETS_DIR/api_tokens}
+    [[ -r $tokens ]] || die "no token file $tokens: set API_TOKEN_FILE (the tokens up used)"
+    # The token travels in a header file: never on a command line or in the transcript.
+    header=$(mktemp)
+    # shellcheck disable=SC2064 # expand now: header is local
+    trap "rm -f $(q "$header")" RETURN
+    printf 'Authorization: Bearer %s\n' "$(first_token "$tokens")" >"$header"
     step "Check the app at $url"
-    for path in / /users /cache /readyz; do
-        run curl -sS --fail-with-body --max-time 10 -w '\n' "$url$path"
+    for path in / /users /cache; do
+        run curl -sS --fail-with-body --max-time 10 -w '\n' -H "@$header" "$url$path"
     done
 }
 
@@ -272,8 +389,11 @@ cmd_bundle() {
     } >"$dir/bundle.env"
     t0=$(date +%s%3N)
     run docker save -o "$dir/images.tar" "${images[@]}"
-    cp "$COMPOSE_FILE" "$here/.env.example" "$here/load-and-run.sh" "$dir/"
-    cp "$here/../lib/common.sh" "$dir/lib/"
+    # In the bundle the shared definitions sit in lib/ beside compose.yaml, not in ../lib/.
+    sed 's#\.\./lib/services\.json#lib/services.json#' "$COMPOSE_FILE" >"$dir/compose.yaml"
+    cp "$here/.env.example" "$here/load-and-run.sh" "$dir/"
+    cp "$here/../lib/common.sh" "$here/../lib/secrets.sh" "$here/../lib/data.sh" \
+        "$here/../lib/services.json" "$dir/lib/"
     chmod 0755 "$dir/load-and-run.sh"
     run cat "$dir/images.txt" "$dir/bundle.env"
     # gzip -1: the layers are mostly binaries that compress little more at higher levels.
@@ -291,6 +411,9 @@ case $cmd in
     ship) cmd_ship "$@" ;;
     up) cmd_up "$@" ;;
     ps) cmd_ps "$@" ;;
+    ready) cmd_ready "$@" ;;
+    backup) cmd_backup "$@" ;;
+    restore) cmd_restore "$@" ;;
     check) cmd_check "$@" ;;
     down) cmd_down "$@" ;;
     bundle) cmd_bundle "$@" ;;

@@ -35,7 +35,7 @@ backup_db() {
     [[ -n $file ]] || file=$BACKUP_DIR/userstack-$key-$(date -u +%Y%m%dT%H%M%SZ).dump
     mkdir -p "$(dirname "$file")"
     # Written beside the target first: a failed dump never replaces a good file.
-    run_sh "$(printf '%q ' "${DOCKER[@]}") exec $(printf '%q' "$container") sh -c 'exec pg_dump -Fc -U \"\$POSTGRES_USER\" -d \"\$POSTGRES_DB\"' > $(printf '%q' "$file.partial")"
+    run_sh "$(printf '%q ' "${DOCKER[@]}")exec $(printf '%q' "$container") sh -c 'exec pg_dump -Fc -U \"\$POSTGRES_USER\" -d \"\$POSTGRES_DB\"' > $(printf '%q' "$file.partial")"
     mv -f "$file.partial" "$file"
     chmod 0600 "$file"
     size=$(stat -c %s "$file")
@@ -53,7 +53,7 @@ restore_db() {
     local container=$1 file=$2 want got
     [[ -r $file ]] || die "$file is not a readable file"
     want=$(dump_rows "$file" "$container")
-    run_sh "$(printf '%q ' "${DOCKER[@]}") exec -i $(printf '%q' "$container") sh -c 'exec pg_restore --exit-on-error --single-transaction --no-owner -U \"\$POSTGRES_USER\" -d \"\$POSTGRES_DB\"' < $(printf '%q' "$file")"
+    run_sh "$(printf '%q ' "${DOCKER[@]}")exec -i $(printf '%q' "$container") sh -c 'exec pg_restore --exit-on-error --single-transaction --no-owner -U \"\$POSTGRES_USER\" -d \"\$POSTGRES_DB\"' < $(printf '%q' "$file")"
     got=$(db_rows "$container")
     log "restored $(realpath "$file"): $want users in the dump, $got in the database"
     [[ $got == "$want" ]] || die "the database has $got users after the restore, the dump $want"
