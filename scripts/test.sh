@@ -59,6 +59,8 @@ deploy() {
     stage stack-config bash -c "docker stack config -c deploy/swarm/stack.yaml -c deploy/swarm/stack.mesh.yaml >/dev/null && docker stack config -c deploy/swarm/stack.yaml >/dev/null"
     stage standins deploy/images/build-standins.sh
     stage standins-contract tests/e2e/standins.sh
+    # Proves deploy/lib/check-hardening.sh fails when any one item is missing (~20 s).
+    stage hardening-check tests/e2e/hardening-check.sh
     # The README's first command on a Docker CLI without plugins (builds the app image, which the
     # report stage then reuses).
     stage newcomer tests/e2e/newcomer.sh
