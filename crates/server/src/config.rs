@@ -120,7 +120,7 @@ pub struct CacheConfig {
     pub redis_url: String,
     /// File holding the Redis password (`requirepass`; e.g. a Docker secret). Overrides a
     /// password in REDIS_URL, which would show in `docker inspect`.
-    #[arg(long, env = "REDIS_PASSWORD_FILE", global = true)]
+    #[arg(long, env = "REDIS_PASSWORD_FILE")]
     pub redis_password_file: Option<PathBuf>,
     /// Prefix of every Redis key this service writes.
     #[arg(
@@ -271,11 +271,11 @@ pub struct AuthConfig {
     /// secret). Every route but /, /cache and /healthz then requires
     /// `Authorization: Bearer <one of them>`. Several lines let clients move to a new token
     /// before the old one is removed; the file is re-read when it changes.
-    #[arg(long, env = "API_TOKEN_FILE", global = true)]
+    #[arg(long, env = "API_TOKEN_FILE")]
     pub api_token_file: Option<PathBuf>,
     /// Bearer tokens, comma-separated, for development (prefer API_TOKEN_FILE: a value in the
     /// environment shows in `docker inspect`). Used only when API_TOKEN_FILE is unset.
-    #[arg(long, env = "API_TOKEN", hide_env_values = true, global = true)]
+    #[arg(long, env = "API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
 }
 
@@ -285,10 +285,10 @@ pub struct AuthConfig {
 pub struct AdminConfig {
     /// Port of the admin listener (also the port `healthcheck` asks). 0: no admin listener;
     /// /metrics and /readyz are then served on PORT, behind the token when one is set.
-    #[arg(long, env = "ADMIN_PORT", default_value_t = 9000, global = true)]
+    #[arg(long, env = "ADMIN_PORT", default_value_t = 9000)]
     pub admin_port: u16,
     /// Address of the admin listener [default: HOST].
-    #[arg(long, env = "ADMIN_HOST", global = true)]
+    #[arg(long, env = "ADMIN_HOST")]
     pub admin_host: Option<String>,
 }
 
