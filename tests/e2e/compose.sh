@@ -7,6 +7,11 @@
 # checks from A, over B's address: the original routes byte for byte, writes, the image IDs,
 # data across down/up, the loss of data on down -v, Redis down and back, PostgreSQL down and back
 # (the app recovering without a restart), and finally the offline bundle on B with no images.
+# Security and data safety on this path too: the bearer token (401 without it), Redis refusing a
+# client without its password, every hardening item in `docker inspect` on B
+# (deploy/lib/check-hardening.sh), the admin port unpublished, remote.sh backup -> down
+# --volumes -> restore finding every user, down --volumes refusing without --yes, and a new
+# database password on the initialised volume without a restart loop.
 # Everything it made is removed on exit, also on failure, and that is verified.
 #
 # Needs: the task-1 images on this host (APP_IMAGE, default userstack:latest, and the images
@@ -61,8 +66,12 @@ if value=$(secret_value POSTGRES_PASSWORD); then
 else
     (umask 077 && head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$work/db_password")
 fi
-unset value POSTGRES_PASSWORD
+unset value POSTGRES_PASSWORD API_TOKEN_FILE REDIS_PASSWORD_FILE
 export POSTGRES_PASSWORD_FILE=$work/db_password
+# remote.sh keeps the generated Redis password and API token, and the backups, here.
+export USERSTACK_STATE_DIR=$work/state
+TOKENS=$USERSTACK_STATE_DIR/compose-userstack/api_tokens
+AUTH=$work/auth-header
 
 cleanup() {
     local rc=$?
@@ -100,7 +109,17 @@ poll() {
 
 # get PATH [OUT] : GET from host B's published port; the body goes to OUT (default $work/body),
 # the status code is printed.
-get() { curl -sS --max-time 10 -o "${2:-$work/body}" -w '%{http_code}' "$URL$1"; }
+get() { curl -sS --max-time 10 -H "@$AUTH" -o "${2:-$work/body}" -w '%{http_code}' "$URL$1"; }
+# The token remote.sh generated, as a curl header file (never on a command line).
+use_token() { printf 'Authorization: Bearer %s\n' "$(grep -v '^#' "$TOKENS" | head -n1)" >"$AUTH"; }
+# ready_is STATUS : `userstack ready` inside the app container answers STATUS (the admin port
+# is not published, so /readyz is asked from inside).
+ready_is() {
+    local out
+    out=$(on_b exec "$(on_b ps -q --filter label=com.docker.compose.project=userstack --filter label=com.docker.compose.service=app)" userstack ready 2>&1)
+    echo "$out"
+    grep -q "^HTTP/1.1 $1" <<<"$out"
+}
 
 # body_is PATH WANT : 200 and exactly the bytes WANT (no newline added or removed).
 body_is() {
@@ -197,8 +216,9 @@ HOSTB_ADDR=$HOST1_ADDR HOSTB_SSH=$HOST1_SSH HOSTB_DIR=$HOST1_DIR
 URL=http://$HOSTB_ADDR:${APP_PORT:-5000}
 # `up` puts the password under host B's scratch directory, which `hosts.sh stop` removes.
 export REMOTE_SECRETS_DIR=$HOSTB_DIR/secrets
-# compose commands run directly by the test: the secret is the file `up` put on B.
+# compose commands run directly by the test: the secrets are the files `up` put on B.
 CB=(env "POSTGRES_PASSWORD_FILE_HOST=$REMOTE_SECRETS_DIR/db_password"
+    "REDIS_PASSWORD_FILE_HOST=$REMOTE_SECRETS_DIR/redis_password" "API_TOKEN_FILE_HOST=$REMOTE_SECRETS_DIR/api_tokens"
     docker -H "$HOSTB_SSH" compose -f "$COMPOSE_FILE" -p userstack)
 
 step "Host B starts empty"
@@ -216,6 +236,7 @@ T_RESHIP=$(secs "$t0" "$(date +%s%3N)")
 t0=$(date +%s%3N)
 "$REMOTE" up "$HOSTB_SSH"
 T_UP=$(secs "$t0" "$(date +%s%3N)")
+use_token
 
 step "The password is a file on host B only"
 # HOSTB_DIR is a tmpfs in host B's own mount namespace: if compose had read the secret on A,
@@ -230,19 +251,32 @@ expect "GET / is exactly 'Hello, Docker Multi-Container!'" body_is / 'Hello, Doc
 expect "GET /cache first is exactly 'Cache Miss: Key Set'" body_is /cache 'Cache Miss: Key Set'
 expect "GET /cache then is exactly 'Cache Hit: Hello from Redis Cache!'" body_is /cache 'Cache Hit: Hello from Redis Cache!'
 expect "GET /users is a JSON array (empty on a new volume)" users_json 'length == 0'
-run curl -sS -i --max-time 10 -X POST -H 'Content-Type: application/json' \
+run curl -sS -i --max-time 10 -X POST -H 'Content-Type: application/json' -H "@$AUTH" \
     --data '{"name":"Ada Lovelace","email":"ada@example.com"}' "$URL/users"
 post_status=$(printf '%s\n' "$RUN_OUTPUT" | head -1 | awk '{print $2}')
 location=$(printf '%s\n' "$RUN_OUTPUT" | tr -d '\r' | awk 'tolower($1) == "location:" {print $2}')
 expect "POST /users answers 201" expect_eq 201 "$post_status"
 expect "POST /users answers Location: /users/{id}" location_ok "$location"
-run curl -sS --max-time 10 "$URL$location"
+run curl -sS --max-time 10 -H "@$AUTH" "$URL$location"
 expect "GET $location returns what was posted" jq -e '.name == "Ada Lovelace" and .email == "ada@example.com"' <<<"$RUN_OUTPUT"
 expect "GET /users lists it" users_json "$has_ada"
 try curl -sS --max-time 10 -o /dev/null -w '%{http_code}\n' -X POST -H 'Content-Type: application/json' \
-    --data '{"name":"Ada again","email":"ADA@example.com"}' "$URL/users"
+    -H "@$AUTH" --data '{"name":"Ada again","email":"ADA@example.com"}' "$URL/users"
 expect "a duplicate e-mail (other case) is 409" expect_eq 409 "$RUN_OUTPUT"
 run "$REMOTE" check "$URL"
+
+step "The API's door and Redis's password on host B"
+try curl -sS --max-time 10 -o /dev/null -w '%{http_code}\n' "$URL/users"
+expect "GET /users without a token is 401" expect_eq 401 "$RUN_OUTPUT"
+try curl -sS --max-time 10 -o /dev/null -w '%{http_code}\n' -H 'Authorization: Bearer not-our-token-0123456789' "$URL/users"
+expect "GET /users with a wrong token is 401" expect_eq 401 "$RUN_OUTPUT"
+expect "GET / needs no token" body_is / 'Hello, Docker Multi-Container!'
+try curl -sS --max-time 10 -o /dev/null -w '%{http_code}\n' "$URL/readyz"
+expect "GET /readyz is not on the public port (404)" expect_eq 404 "$RUN_OUTPUT"
+run "$REMOTE" ready "$HOSTB_SSH"
+expect "remote.sh ready (the admin port, inside the container) says ready" grep -q '"status":"ready"' <<<"$RUN_OUTPUT"
+try on_b run --rm --network userstack_backend --entrypoint redis-cli "$REDIS_IMAGE" -h redis ping || true
+expect "a Redis client without the password is refused (NOAUTH)" grep -q NOAUTH <<<"$RUN_OUTPUT"
 
 step "The images and the hardening on host B"
 expect "the containers on B run the very images built on A (same IDs)" image_ids_match
@@ -251,6 +285,9 @@ expect "only the app publishes a port" only_app_published
 expect "PostgreSQL is not reachable from host A" pg_unreachable
 expect "the backend network is internal" backend_internal
 expect "the app runs read-only, without capabilities, no-new-privileges, non-root, limited" app_hardened
+expect "deploy/lib/check-hardening.sh passes on host B's three containers" \
+    env DOCKER_HOST="$HOSTB_SSH" "$root/deploy/lib/check-hardening.sh" --filter label=com.docker.compose.project=userstack
+run env DOCKER_HOST="$HOSTB_SSH" "$root/deploy/lib/check-hardening.sh" --filter label=com.docker.compose.project=userstack
 
 # --- 3. Redis down and back ----------------------------------------------------------------------
 step "Redis stopped: the users still come from PostgreSQL"
@@ -267,10 +304,10 @@ step "PostgreSQL stopped and started: the app recovers by itself"
 before=$(app_state)
 log "app container before: $before"
 run "${CB[@]}" stop db
-expect "GET /readyz turns 503 with PostgreSQL down (within 30 s)" poll 30 status_is /readyz 503
+expect "readiness turns 503 with PostgreSQL down (within 30 s)" poll 30 ready_is 503
 expect "GET / still answers while PostgreSQL is down" body_is / 'Hello, Docker Multi-Container!'
 run "${CB[@]}" start db
-expect "GET /readyz is 200 again after PostgreSQL started (within 120 s)" poll 120 status_is /readyz 200
+expect "readiness is 200 again after PostgreSQL started (within 120 s)" poll 120 ready_is 200
 expect "GET /users has the data after PostgreSQL came back" users_json "$has_ada"
 after=$(app_state)
 expect "the app was not restarted (same start time and restart count)" expect_eq "$before" "$after"
@@ -285,9 +322,38 @@ expect "the volume survives down" volume_on_b
 expect "GET /users still has the data after down and up" users_json "$has_ada"
 expect "GET / is exact after down and up" body_is / 'Hello, Docker Multi-Container!'
 
+# --- 5b. backup -> down --volumes -> restore; a new database password ---------------------------
+step "Backup, down --volumes, restore on host B: every user comes back"
+users_of() { get '/users?limit=1000' "$work/all.$$" >/dev/null && jq -c 'map({id, name, email}) | sort_by(.id)' "$work/all.$$"; }
+users_before=$(users_of)
+log "users before the backup: $users_before"
+run "$REMOTE" backup "$HOSTB_SSH" "$work/backup.dump"
+expect "remote.sh backup wrote a file on host A, with its size and users" \
+    grep -q "backup: $work/backup.dump: [0-9]* bytes, $(jq length <<<"$users_before") users" <<<"$RUN_OUTPUT"
+rc=0; try "$REMOTE" down "$HOSTB_SSH" --volumes </dev/null || rc=$?
+expect "down --volumes without --yes and without a terminal refuses" test "$rc" != 0
+expect "... naming the last backup" grep -q "last backup: $work/backup.dump" <<<"$RUN_OUTPUT"
+expect "... and the volume is still there" volume_on_b
+"$REMOTE" down "$HOSTB_SSH" --volumes --yes
+expect "the volume is gone after down --volumes --yes" no_volume_on_b
+"$REMOTE" restore "$HOSTB_SSH" "$work/backup.dump"
+use_token
+expect "after remote.sh restore every user is back with its id, name and email" expect_eq "$users_before" "$(users_of)"
+rc=0; try "$REMOTE" restore "$HOSTB_SSH" "$work/backup.dump" || rc=$?
+expect "remote.sh restore refuses to restore over an existing volume" test "$rc" != 0
+
+step "A new database password on the initialised volume: remote.sh up, no restart loop"
+(umask 077 && head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$work/db_password.new")
+POSTGRES_PASSWORD_FILE=$work/db_password.new "$REMOTE" up "$HOSTB_SSH"
+export POSTGRES_PASSWORD_FILE=$work/db_password.new
+expect "the app is healthy and has not restarted" expect_eq "healthy 0" \
+    "$(on_b inspect -f '{{.State.Health.Status}} {{.RestartCount}}' userstack-app-1)"
+expect "GET /users still has the data" users_json "$has_ada"
+expect "readiness is 200 (the app connects with the new password)" ready_is 200
+
 # --- 6. down -v removes the data -----------------------------------------------------------------
 step "down --volumes: the data goes"
-"$REMOTE" down "$HOSTB_SSH" --volumes
+"$REMOTE" down "$HOSTB_SSH" --volumes --yes
 expect "the volume is gone after down --volumes" no_volume_on_b
 on_host "$HOST_B" expect "the password file remote.sh put on B is gone" ssh "root@$HOSTB_ADDR" "test ! -e $REMOTE_SECRETS_DIR"
 
@@ -308,11 +374,13 @@ expect "after the bundle: the containers on B run the images built on A" image_i
 expect "after the bundle: GET / is exact" body_is / 'Hello, Docker Multi-Container!'
 expect "after the bundle: GET /cache first is a miss" body_is /cache 'Cache Miss: Key Set'
 expect "after the bundle: GET /cache then is a hit" body_is /cache 'Cache Hit: Hello from Redis Cache!'
+# The bundle generated its own token on B (./secrets/api_tokens there).
+run_sh "ssh root@$HOSTB_ADDR 'grep -v \"^#\" $HOSTB_DIR/userstack-bundle/secrets/api_tokens | head -n1' | sed 's/^/Authorization: Bearer /' > $(printf '%q' "$AUTH")"
 expect "after the bundle: GET /users is empty (down -v removed the data)" users_json 'length == 0'
 try curl -sS --max-time 10 -o /dev/null -w '%{http_code}\n' -X POST -H 'Content-Type: application/json' \
-    --data '{"name":"Grace Hopper","email":"grace@example.com"}' "$URL/users"
+    -H "@$AUTH" --data '{"name":"Grace Hopper","email":"grace@example.com"}' "$URL/users"
 expect "after the bundle: POST /users is 201" expect_eq 201 "$RUN_OUTPUT"
-on_host "$HOST_B" run_sh "ssh root@$HOSTB_ADDR 'cd $HOSTB_DIR/userstack-bundle && ./load-and-run.sh down --volumes'"
+on_host "$HOST_B" run_sh "ssh root@$HOSTB_ADDR 'cd $HOSTB_DIR/userstack-bundle && ./load-and-run.sh down --volumes --yes'"
 expect "the bundle's stack is gone from B (no containers, no volumes)" nothing_on_b
 
 expect "host A's images kept their IDs during the test (nothing rebuilt them meanwhile)" \
