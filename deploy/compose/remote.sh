@@ -233,8 +233,10 @@ cmd_up() {
         step "The database password changed: set it in the existing volume"
         run docker "${TARGET_ARGS[@]}" compose "${COMPOSE_ARGS[@]}" up -d "${WAIT[@]}" --force-recreate --no-deps db
         sync_db_password "$(container_of db)"
+        recreate+=(app)
+    elif [[ ${CHANGED[db_password]} == changed ]]; then
+        recreate+=(db app)
     fi
-    [[ ${CHANGED[db_password]} == changed ]] && recreate+=(db app)
     [[ ${CHANGED[redis_password]} == changed ]] && recreate+=(redis app)
     step "docker compose up on $1"
     if ((${#recreate[@]})) && compose_on ps -q | grep -q .; then
