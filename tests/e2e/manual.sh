@@ -126,7 +126,7 @@ use_token "$(first_token)"
 step "The API answers as the Flask app did"
 check "GET / is exactly 'Hello, Docker Multi-Container!'" body_is "$url/" 'Hello, Docker Multi-Container!'
 # up.sh's own final check already set the cache key: start from an empty cache.
-run docker exec userstack-redis redis-cli FLUSHALL
+run docker exec userstack-redis sh -c 'REDISCLI_AUTH="$(cat /run/secrets/redis_password)" redis-cli FLUSHALL'
 check "GET /cache (empty cache) is 'Cache Miss: Key Set'" body_is "$url/cache" 'Cache Miss: Key Set'
 check "GET /cache (again) is 'Cache Hit: Hello from Redis Cache!'" \
     body_is "$url/cache" 'Cache Hit: Hello from Redis Cache!'
