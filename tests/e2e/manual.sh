@@ -151,7 +151,7 @@ check "POST /users with the same email in capitals answers 409" expect_eq 409 "$
 
 step "The API's door: bearer tokens on /users, the original routes open"
 challenge() { curl -sS -o /dev/null -D - "$@" "$url/users" | tr -d '\r' | sed -n 's/^[Ww][Ww][Ww]-[Aa]uthenticate: //p'; }
-run curl -sS -i "$url/users"
+run curl -sS -i -w '\n' "$url/users"
 check "GET /users without a token is 401" expect_eq 401 "$(status_of "$url/users")"
 check "... with WWW-Authenticate: Bearer realm=\"userstack\"" expect_eq 'Bearer realm="userstack"' "$(challenge)"
 check "... and a problem+json body" jq -e '.status == 401 and .type == "urn:userstack:problem:unauthorized"' \
@@ -199,6 +199,7 @@ run docker exec userstack-app userstack ready
 check "userstack ready (the admin port, inside the container) says ready" grep -q '"status":"ready"' <<<"$RUN_OUTPUT"
 
 step "Redis has a password; PostgreSQL and Redis are on an internal network"
+REDIS_IMAGE=$(docker inspect -f '{{.Config.Image}}' userstack-redis)
 # A client on the backend network, as anything that got onto it would be.
 try docker run --rm --network userstack-backend --entrypoint redis-cli "$REDIS_IMAGE" -h redis ping || true
 check "a Redis client without the password is refused (NOAUTH)" grep -q NOAUTH <<<"$RUN_OUTPUT"
