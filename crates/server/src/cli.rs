@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use crate::auth::Auth;
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, HttpConfig, LogFormat};
 use crate::startup::{self, StartupError};
 
 /// A users service over PostgreSQL and Redis.
@@ -138,14 +138,23 @@ async fn serve(config: &Config) -> Result<(), StartupError> {
         Some((host, port)) => {
             let admin_listener = bind(&host, port).await?;
             let admin_router = crate::admin_app(state.clone(), &config.http);
-            let admin = tokio::spawn(crate::serve(
-                admin_listener,
-                admin_router,
-                async move {
-                    let _ = admin_stopped.await;
-                },
-                Duration::from_secs(1),
-            ));
+            // A probe or a scrape is quick: a short drain, and a few connections are plenty.
+            let admin_http = HttpConfig {
+                shutdown_timeout_secs: 1,
+                max_connections: ADMIN_MAX_CONNECTIONS,
+                ..config.http.clone()
+            };
+            let admin = tokio::spawn(async move {
+                crate::serve(
+                    admin_listener,
+                    admin_router,
+                    async move {
+                        let _ = admin_stopped.await;
+                    },
+                    &admin_http,
+                )
+                .await
+            });
             (crate::public_app(state, &config.http), Some(admin))
         }
         None => {
@@ -178,6 +187,9 @@ async fn serve(config: &Config) -> Result<(), StartupError> {
     tracing::info!("stopped");
     Ok(())
 }
+
+/// Connections the admin listener holds open at once (health checks, scrapers).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// How often the token file is checked for a rewrite (a stat; read only when it changed).
 const TOKEN_FILE_CHECK: Duration = Duration::from_secs(2);
