@@ -198,8 +198,10 @@ push_secrets() {
         script="set -euo pipefail; $(declare -f write_secret); umask 077; mkdir -p $(q "$REMOTE_SECRETS_DIR"); write_secret $(q "$dest") $owner $mode"
         step "Put the secret $name on the target ($dest)"
         # The value travels on stdin and is named by a variable in the command line that is
-        # shown and recorded, so it never appears in either.
-        USERSTACK_SECRET=$value run_sh "printf '%s\\n' \"\$USERSTACK_SECRET\" | $(qa "${SSH_ARGS[@]}") $(sq "bash -c $(q "$script")")"
+        # shown and recorded, so it never appears in either. So is the script (write_secret of
+        # deploy/lib/secrets.sh, then the file's owner and mode), to keep the record readable.
+        USERSTACK_SECRET=$value USERSTACK_WRITE_SECRET="bash -c $(q "$script")" \
+            run_sh "printf '%s\\n' \"\$USERSTACK_SECRET\" | $(qa "${SSH_ARGS[@]}") \"\$USERSTACK_WRITE_SECRET\" # write_secret $(q "$dest") $owner $mode"
         CHANGED[$name]=${RUN_OUTPUT##*$'\n'}
         export "$var=$dest"
     done
