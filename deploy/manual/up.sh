@@ -189,6 +189,11 @@ ensure_container() {
         log "$name exists with another image or configuration: replacing it"
         run docker rm -f -v "$name"
     fi
+    if ((${#CONNECT[@]} == 0)); then
+        run docker run -d --name "$name" --label "userstack.config=$fingerprint" "$@" "${COMMAND[@]}"
+        return 0
+    fi
+    # Joined to every network before its first start: the process never runs half-connected.
     run docker create --name "$name" --label "userstack.config=$fingerprint" "$@" "${COMMAND[@]}"
     for network in "${CONNECT[@]}"; do run docker network connect "$network" "$name"; done
     run docker start "$name"
