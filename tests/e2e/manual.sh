@@ -214,7 +214,8 @@ check "userstack-backend is internal" expect_eq true "$(docker network inspect -
 outside=$(getent ahostsv4 deb.debian.org | awk 'NR == 1 {print $1}')
 reach() { docker run --rm --network "$1" --entrypoint bash "$REDIS_IMAGE" -c "timeout 5 bash -c 'exec 3<>/dev/tcp/$outside/80'"; }
 check "from userstack-net, $outside:80 is reachable (the control)" reach userstack-net
-check "from userstack-backend, it is not (no route out)" bash -c "! $(declare -f reach); outside=$outside; reach userstack-backend"
+unreachable() { ! reach "$1"; }
+check "from userstack-backend, it is not (no route out)" unreachable userstack-backend
 
 step "Hardening: every item of deploy/lib/services.json, as docker inspect reports it"
 check "deploy/lib/check-hardening.sh passes on the three containers" \
@@ -306,7 +307,8 @@ check "the users are still served" user_is "${id:-0}" "E2E Tester" "$email"
 # (-e NAME without a value), never on a command line.
 logs_in() { PGPASSWORD=$(cat "$1") docker exec -e PGPASSWORD userstack-db psql -h 127.0.0.1 -U postgres -d mydb -Atc 'select 1'; }
 check "the new password logs in over TCP" logs_in "$tmp/pg_password.new"
-check "the old password no longer does" bash -c "! $(declare -f logs_in); logs_in $tmp/pg_password"
+refused() { ! logs_in "$1"; }
+check "the old password no longer does" refused "$tmp/pg_password"
 
 step "deploy/manual/down.sh: nothing left but the volume"
 run "$down"
