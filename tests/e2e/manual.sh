@@ -303,9 +303,13 @@ export POSTGRES_PASSWORD_FILE=$tmp/pg_password.new
 check "all three containers are healthy" all_healthy
 check "the app has not restarted" expect_eq 0 "$(docker inspect -f '{{.RestartCount}}' userstack-app)"
 check "the users are still served" user_is "${id:-0}" "E2E Tester" "$email"
-# psql over TCP (password required there); the password goes in the environment of docker exec
-# (-e NAME without a value), never on a command line.
-logs_in() { PGPASSWORD=$(cat "$1") docker exec -e PGPASSWORD userstack-db psql -h 127.0.0.1 -U postgres -d mydb -Atc 'select 1'; }
+# psql from another container on the backend network, as the app connects (inside the db
+# container, 127.0.0.1 is trusted without a password). The password goes in the environment of
+# docker run (-e NAME without a value), never on a command line.
+logs_in() {
+    PGPASSWORD=$(cat "$1") docker run --rm --network userstack-backend -e PGPASSWORD --entrypoint psql \
+        "$(docker inspect -f '{{.Config.Image}}' userstack-db)" -h db -U postgres -d mydb -Atc 'select 1'
+}
 check "the new password logs in over TCP" logs_in "$tmp/pg_password.new"
 refused() { ! logs_in "$1"; }
 check "the old password no longer does" refused "$tmp/pg_password"
