@@ -54,6 +54,9 @@ impl Server {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("HOST", "127.0.0.1")
             .env("PORT", self.port.to_string())
+            // One listener: every route of the document on PORT (no token: all open), and no
+            // admin listener to collide on its default port with another test's server.
+            .env("ADMIN_PORT", "0")
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -71,6 +74,7 @@ impl Server {
                 .arg("healthcheck")
                 .env_clear()
                 .env("PORT", self.port.to_string())
+                .env("ADMIN_PORT", "0")
                 .stderr(Stdio::null())
                 .status()
                 .unwrap()
