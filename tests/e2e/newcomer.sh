@@ -61,8 +61,8 @@ cold_repo=userstack-newcomer-$$
 cleanup() {
     local rc=$?
     set +e
-    log "cleanup: deploy/manual/down.sh --purge"
-    "$root/deploy/manual/down.sh" --purge >/dev/null
+    log "cleanup: deploy/manual/down.sh --purge --yes"
+    "$root/deploy/manual/down.sh" --purge --yes >/dev/null
     if ((cold)); then
         docker images --format '{{.Repository}}:{{.Tag}}' | grep "^$cold_repo/" | xargs -r docker image rm >/dev/null
     fi
@@ -124,7 +124,7 @@ check "it printed the URL and how long it took" logged second "this run took [0-
 step "3. Without --standins, where an image cannot be pulled"
 # An image under the reserved .invalid domain cannot be pulled from any machine, with or without
 # a registry: the same failed pull a machine without one gets for postgres:13.
-"$root/deploy/manual/down.sh" --purge >/dev/null
+"$root/deploy/manual/down.sh" --purge --yes >/dev/null
 check "up.sh fails" bash -c "! POSTGRES_IMAGE=registry.invalid/postgres:13 POSTGRES_PASSWORD_FILE=$tmp/pg_password $root/deploy/manual/up.sh >$tmp/nostandins.log 2>&1"
 check "it names the image it could not pull and the flag to use" bash -c \
     "grep -q 'cannot pull registry.invalid/postgres:13' $tmp/nostandins.log && grep -q -- '--standins' $tmp/nostandins.log"
