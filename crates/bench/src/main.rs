@@ -21,6 +21,7 @@
 
 mod load;
 mod procs;
+mod profile;
 mod report;
 mod servers;
 mod stats;
@@ -85,6 +86,10 @@ struct Args {
     /// Use this userstack binary instead of building target/release/userstack.
     #[arg(long)]
     bin: Option<PathBuf>,
+    /// Instead of the benchmark: count the server's instructions per request on the PostgreSQL
+    /// path with callgrind over this many requests (`--rows` users), into callgrind.txt.
+    #[arg(long, value_name = "REQUESTS")]
+    callgrind: Option<u64>,
     /// Where the table (bench.txt) and every figure (bench.json) are written.
     #[arg(long, default_value = "out/bench")]
     out: PathBuf,
@@ -251,6 +256,14 @@ async fn run(args: Args) -> Result<()> {
     };
     let mut bypass_env = base_env(format!("redis://127.0.0.1:{closed}"), "bench:");
     bypass_env.push(("CACHE_BACKOFF_MS", "86400000".into()));
+    if let Some(requests) = args.callgrind {
+        load_users(&db, &mut loaded, plan.rows).await?;
+        let modulus = max_id(&db).await?.saturating_sub(100).max(1);
+        let text = profile::callgrind(&bin, work.path(), &bypass_env, requests, modulus, &args.out)
+            .await?;
+        eprintln!("{text}");
+        return Ok(());
+    }
     let bypass = servers::userstack(&bin, work.path(), "bypass", &bypass_env, &bench.http).await?;
     // Its first request finds Redis down; from then on it bypasses the cache (backoff of a day).
     bench.http.get(bypass.url("/users?limit=1")).send().await?;
