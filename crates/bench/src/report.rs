@@ -146,7 +146,7 @@ impl Report {
         let _ = writeln!(
             w,
             "wrk, pgbench, the servers, PostgreSQL and Redis share the machine. The server: RUST_LOG=warn,\n\
-             DATABASE_POOL_SIZE=16, MAX_CONNECTIONS and MAX_IN_FLIGHT = the sweep's largest step + 100,\n\
+             DATABASE_POOL_SIZE=16, CACHE_TIMEOUT_MS=1000, MAX_CONNECTIONS and MAX_IN_FLIGHT = the sweep's largest step + 100,\n\
              otherwise defaults. PostgreSQL: the test support's settings (fsync,\n\
              synchronous_commit and full_page_writes off: CPU is measured, not the disk).\n"
         );
