@@ -100,7 +100,7 @@ bench() {
     stage bench-quick bench/run.sh "${args[@]}"
 }
 
-# Task 3 alone (the report stage runs it too): a swarm of three hosts, about 4 minutes.
+# Task 3 alone (the report stage runs it too): a swarm of three hosts, 7 to 10 minutes.
 swarm() {
     stage swarm-e2e tests/e2e/swarm.sh
 }

@@ -45,6 +45,8 @@ Environment (default in brackets):
   ENCRYPT_BACKEND=1  IPsec on the backend overlay (stack.encrypted.yaml; needs kernel support)
   MESH=1             the routing mesh instead of the lb (stack.mesh.yaml; needs IPVS)
   SWARM_SSH_USER [root]   SWARM_STATE [${XDG_STATE_HOME:-~/.local/state}/userstack/swarm]
+  SWARM_HEARTBEAT [5s]    how often nodes report to the managers (swarm init
+                          --dispatcher-heartbeat): a lost node is declared down after a few of them
   WAIT_TIMEOUT [300]      USERSTACK_TRANSCRIPT (deploy/lib/common.sh)
   DOCKER_CONFIG           where `docker login` keeps the registry's credentials [~/.docker]
 EOF
@@ -91,7 +93,7 @@ cmd_init() {
         log "$manager is already in a swarm: kept"
     else
         # Its output names the join token, which admits nodes: shown as <token>, never recorded.
-        run_sh "docker -H $(ssh_url "$manager") swarm init --advertise-addr $manager | sed -E 's/SWMTKN-[A-Za-z0-9-]+/<token>/'"
+        run_sh "docker -H $(ssh_url "$manager") swarm init --advertise-addr $manager --dispatcher-heartbeat ${SWARM_HEARTBEAT:-5s} | sed -E 's/SWMTKN-[A-Za-z0-9-]+/<token>/'"
     fi
 
     step "2. The workers join over their addresses"
