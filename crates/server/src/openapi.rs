@@ -68,3 +68,60 @@ pub(crate) struct FieldErrorDoc {
     field: String,
     message: String,
 }
+
+/// Marks every operation of `guarded` as needing a bearer token (when `API_TOKEN_FILE` configures
+/// tokens; without, the API is open), documents its 401, and declares the scheme.
+pub(crate) fn require_bearer(guarded: &mut Document) {
+    use utoipa::openapi::security::{
+        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
+    use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, ResponseBuilder, Type};
+
+    let unauthorized = ResponseBuilder::new()
+        .description(
+            "No `Authorization: Bearer …` header, or a token that is not accepted (only when \
+             API_TOKEN_FILE configures tokens)",
+        )
+        .content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .header(
+            "WWW-Authenticate",
+            HeaderBuilder::new()
+                .schema(Some(
+                    utoipa::openapi::ObjectBuilder::new().schema_type(Type::String),
+                ))
+                .description(Some("`Bearer` with the error, as RFC 6750 describes"))
+                .build(),
+        )
+        .build();
+    for item in guarded.paths.paths.values_mut() {
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            operation
+                .responses
+                .responses
+                .insert("401".to_owned(), unauthorized.clone().into());
+            operation.security = Some(vec![SecurityRequirement::new(
+                "bearer",
+                Vec::<String>::new(),
+            )]);
+        }
+    }
+    let components = guarded.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+    );
+}

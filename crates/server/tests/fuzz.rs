@@ -41,11 +41,17 @@ async fn schemathesis_finds_no_server_error_and_no_violation_of_the_document() {
     let redis = TestRedis::start();
     let dir = tempfile::tempdir().unwrap();
     let prefix = format!("fuzz:{}:", std::process::id());
+    // With a token, so that the document's bearer requirement is in force and schemathesis's
+    // ignored_auth check can see missing and wrong tokens refused.
+    let token = "fuzz-token-0123456789abcdef";
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("{token}\n")).unwrap();
     let server = Server::start(
         &[
             ("DATABASE_URL", &TestPostgres::url(&database)),
             ("REDIS_URL", redis.url()),
             ("REDIS_KEY_PREFIX", &prefix),
+            ("API_TOKEN_FILE", tokens.to_str().unwrap()),
         ],
         &dir.path().join("server.log"),
     );
@@ -54,6 +60,7 @@ async fn schemathesis_finds_no_server_error_and_no_violation_of_the_document() {
         .arg("run")
         .arg(format!("{}/openapi.json", server.base()))
         .args(["--checks", "all", "--exclude-checks", EXCLUDED_CHECKS])
+        .args(["--header", &format!("Authorization: Bearer {token}")])
         .args(["--max-examples", &examples])
         // One worker: Python 3.11's ast.parse is not thread-safe (CPython gh-106905; Debian
         // bookworm ships 3.11.2), and hypothesis parses lambdas while generating, so two workers

@@ -109,6 +109,30 @@ async fn the_document_is_openapi_3_1_and_names_every_route() {
 }
 
 #[tokio::test]
+async fn the_guarded_operations_require_the_bearer_token_and_document_their_401() {
+    let (_, doc, _) = call(Method::GET, "/openapi.json").await;
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let guarded = path.starts_with("/users") || path == "/readyz" || path == "/metrics";
+        for (method, operation) in item.as_object().unwrap() {
+            assert_eq!(
+                operation["security"].is_array(),
+                guarded,
+                "{method} {path}: bearer requirement"
+            );
+            assert_eq!(
+                operation["responses"]["401"]["headers"]["WWW-Authenticate"].is_object(),
+                guarded,
+                "{method} {path}: 401"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn every_documented_operation_is_routed() {
     let (_, doc, _) = call(Method::GET, "/openapi.json").await;
     for (path, item) in doc["paths"].as_object().unwrap() {

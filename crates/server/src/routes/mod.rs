@@ -51,16 +51,17 @@ fn operational() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics::metrics))
 }
 
-/// Every route, each registered with its description (the document covers both listeners).
-fn api() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(open())
-        .merge(users())
-        .merge(operational())
-}
-
+/// The document: every route, each registered with its description; the guarded ones (users,
+/// and the operational routes when they share the public listener) carry the bearer requirement
+/// and their 401, added to exactly the routes that `protected` wraps.
 pub(crate) fn document() -> utoipa::openapi::OpenApi {
-    api().split_for_parts().1
+    let (_, mut guarded) = users().merge(operational()).split_for_parts();
+    crate::openapi::require_bearer(&mut guarded);
+    let (_, mut document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(open())
+        .split_for_parts();
+    document.merge(guarded);
+    document
 }
 
 /// The public listener's routes.
