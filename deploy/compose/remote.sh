@@ -200,8 +200,16 @@ push_secrets() {
         # The value travels on stdin and is named by a variable in the command line that is
         # shown and recorded, so it never appears in either. So is the script (write_secret of
         # deploy/lib/secrets.sh, then the file's owner and mode), to keep the record readable.
-        USERSTACK_SECRET=$value USERSTACK_WRITE_SECRET="bash -c $(q "$script")" \
-            run_sh "printf '%s\\n' \"\$USERSTACK_SECRET\" | $(qa "${SSH_ARGS[@]}") \"\$USERSTACK_WRITE_SECRET\" # write_secret $(q "$dest") $owner $mode"
+        # Idempotent, so retried: a busy sshd drops new connections (MaxStartups) now and then.
+        local attempt line
+        line="printf '%s\\n' \"\$USERSTACK_SECRET\" | $(qa "${SSH_ARGS[@]}") \"\$USERSTACK_WRITE_SECRET\" # write_secret $(q "$dest") $owner $mode"
+        for attempt in 1 2 3; do
+            USERSTACK_SECRET=$value USERSTACK_WRITE_SECRET="bash -c $(q "$script")" \
+                _exec "$line" bash -o pipefail -c "$line" && break
+            ((attempt < 3)) || die "could not put $name on the target (3 attempts)"
+            warn "attempt $attempt failed; again in 2 s"
+            sleep 2
+        done
         CHANGED[$name]=${RUN_OUTPUT##*$'\n'}
         export "$var=$dest"
     done
@@ -217,7 +225,14 @@ numeric_user() {
 
 compose_on() { docker "${TARGET_ARGS[@]}" compose "${COMPOSE_ARGS[@]}" "$@"; }
 container_of() { compose_on ps -q "$1"; }
-volume_exists() { docker "${TARGET_ARGS[@]}" volume inspect "${PROJECT}_pgdata" >/dev/null 2>&1; }
+# volume_exists : whether the data volume is on the target. Not reaching the target is an error,
+# never a "no": restore and down decide on this answer.
+volume_exists() {
+    local out
+    out=$(docker "${TARGET_ARGS[@]}" volume ls -q --filter "name=^${PROJECT}_pgdata\$") ||
+        die "cannot list the volumes of $ENDPOINT"
+    [[ -n $out ]]
+}
 WAIT=(--wait --wait-timeout "${COMPOSE_WAIT_TIMEOUT:-300}")
 
 cmd_up() {

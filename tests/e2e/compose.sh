@@ -341,6 +341,7 @@ use_token
 expect "after remote.sh restore every user is back with its id, name and email" expect_eq "$users_before" "$(users_of)"
 rc=0; try "$REMOTE" restore "$HOSTB_SSH" "$work/backup.dump" || rc=$?
 expect "remote.sh restore refuses to restore over an existing volume" test "$rc" != 0
+expect "... saying so" grep -q "userstack_pgdata exists" <<<"$RUN_OUTPUT"
 
 step "A new database password on the initialised volume: remote.sh up, no restart loop"
 (umask 077 && head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$work/db_password.new")
