@@ -450,7 +450,9 @@ async fn run(args: Args) -> Result<()> {
                     &format!("GET {path} at {conns} connections"),
                     &Load::wrk(main.url(path), "static", 1, conns),
                     &watch,
-                    strict,
+                    // Failures under thousands of connections are the sweep's figures (the
+                    // table and the goals show them), not a broken benchmark.
+                    false,
                     1,
                 )
                 .await?;

@@ -103,27 +103,21 @@ impl Report {
         });
     }
 
-    /// Failed requests to userstack and to the ceilings (not to the Flask baseline, whose
-    /// failures are its figures).
+    /// Failed requests to userstack and to the ceilings (not in the concurrency sweep nor to the
+    /// Flask baseline, whose failures are their figures).
     pub(crate) fn failed_requests(&self) -> u64 {
         let paths = self
             .paths
             .iter()
             .map(|p| p.measurement.errors + p.ceiling.as_ref().map_or(0, |c| c.errors));
         let sizes = self.sizes.iter().map(|(_, m)| m.errors);
-        let sweep = self.sweep.iter().map(|s| s.measurement.errors);
         let soak = self.soak.iter().map(|s| s.errors);
         let seed = self
             .seed
             .iter()
             .filter(|s| s.runner == "userstack")
             .map(|s| s.measurement.errors);
-        paths
-            .chain(sizes)
-            .chain(sweep)
-            .chain(soak)
-            .chain(seed)
-            .sum()
+        paths.chain(sizes).chain(soak).chain(seed).sum()
     }
 
     pub(crate) fn render(&mut self) -> String {
