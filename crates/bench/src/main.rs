@@ -157,7 +157,13 @@ impl Plan {
 
 #[tokio::main]
 async fn main() {
-    if let Err(e) = run(Args::parse()).await {
+    // On Ctrl-C or SIGTERM the run's future is dropped, and with it every server it started
+    // (each stops itself on drop), as the previous script's trap did.
+    let outcome = tokio::select! {
+        outcome = run(Args::parse()) => outcome,
+        signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
+    };
+    if let Err(e) = outcome {
         eprintln!("bench: error: {e:#}");
         eprintln!("bench: failed; everything it started is stopped");
         std::process::exit(1);
@@ -528,6 +534,20 @@ async fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
 }
 
 /// The PostgreSQL path (cache bypassed, a distinct `after=` per request) at the current size.
