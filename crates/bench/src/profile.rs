@@ -69,6 +69,8 @@ async fn instrumented_run(
         .arg("serve")
         .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())
+        // No admin listener: none to collide on port 9000 (as in servers.rs).
+        .env("ADMIN_PORT", "0")
         .env("RUST_LOG", "warn");
     for (k, v) in env {
         cmd.env(k, v);
