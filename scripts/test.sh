@@ -2,8 +2,15 @@
 # shellcheck source-path=SCRIPTDIR
 # Runs every test of the project, in stages, and prints one line per stage and a summary.
 #
-#   scripts/test.sh              all stages
-#   scripts/test.sh rust deploy  only those stages (rust | fuzz | chaos | deploy | report | bench | swarm)
+#   scripts/test.sh              all stages, in two lanes side by side, then the benchmark
+#   scripts/test.sh rust deploy  only those stages, one after the other
+#                                (rust | fuzz | chaos | deploy | report | bench | swarm)
+#
+# The two lanes share nothing but the CPU: `rust fuzz chaos` (cargo, PostgreSQL and Redis on free
+# ports, no Docker) and `deploy report` (the Docker engine, fixed names and ports). Each lane's
+# output goes to out/test/lane-*.log and is printed when the lane ends. The benchmark runs after
+# both, alone, so its figures are not taken on a machine busy with the tests.
+# TEST_LANES=0 runs the default stages one after the other instead.
 #
 # `swarm` (tests/e2e/swarm.sh alone) is not in the default list: the report stage runs it, once.
 #
@@ -16,18 +23,20 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source deploy/lib/common.sh
 
 stages=("$@")
-((${#stages[@]})) || stages=(rust fuzz chaos deploy report bench)
 passed=0 failed=0 summary=()
 
 stage() {
     local name=$1; shift
-    local start=$SECONDS
+    local start=$SECONDS line
     log "stage $name: $*"
     if "$@"; then
-        passed=$((passed + 1)); summary+=("ok    $name ($((SECONDS - start))s)")
+        passed=$((passed + 1)); line="ok    $name ($((SECONDS - start))s)"
     else
-        failed=$((failed + 1)); summary+=("FAIL  $name ($((SECONDS - start))s)")
+        failed=$((failed + 1)); line="FAIL  $name ($((SECONDS - start))s)"
     fi
+    summary+=("$line")
+    # A lane run by lanes() below reports each stage to the parent as it ends.
+    if [[ -n ${TEST_SUMMARY_FILE:-} ]]; then echo "$line" >>"$TEST_SUMMARY_FILE"; fi
 }
 
 shell_scripts() {
@@ -104,6 +113,51 @@ bench() {
 swarm() {
     stage swarm-e2e tests/e2e/swarm.sh
 }
+
+# Runs `scripts/test.sh STAGES...` for each lane at once; a lane's stage lines join the summary.
+lanes() {
+    local dir=out/test names=() pids=() i start=$SECONDS
+    mkdir -p "$dir"
+    for lane in "$@"; do
+        local name=${lane// /-}
+        names+=("$name")
+        : >"$dir/lane-$name.summary"
+        log "lane $name: scripts/test.sh $lane (output: $dir/lane-$name.log)"
+        # shellcheck disable=SC2086 # a lane is a list of stage names
+        TEST_SUMMARY_FILE=$dir/lane-$name.summary scripts/test.sh $lane >"$dir/lane-$name.log" 2>&1 &
+        pids+=($!)
+    done
+    # Each lane's log is printed as soon as that lane ends, the first to end first.
+    local left=${#pids[@]} status
+    while ((left)); do
+        sleep 1
+        for i in "${!pids[@]}"; do
+            if [[ -z ${pids[i]} ]] || kill -0 "${pids[i]}" 2>/dev/null; then continue; fi
+            status=0; wait "${pids[i]}" || status=$?
+            printf '\n===== lane %s (ended after %ds) =====\n' "${names[i]}" "$((SECONDS - start))"
+            cat "$dir/lane-${names[i]}.log"
+            while read -r line; do
+                summary+=("$line")
+                if [[ $line == ok* ]]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+            done <"$dir/lane-${names[i]}.summary"
+            # A lane that died without a failed stage to show for it (killed, a script error).
+            if ((status != 0)) && ! grep -q '^FAIL' "$dir/lane-${names[i]}.summary"; then
+                failed=$((failed + 1)); summary+=("FAIL  lane ${names[i]} (exit $status)")
+            fi
+            pids[i]='' left=$((left - 1))
+        done
+    done
+    summary+=("      (lanes ran side by side: $((SECONDS - start))s)")
+}
+
+if ((${#stages[@]} == 0)); then
+    if [[ ${TEST_LANES:-1} == 0 ]]; then
+        stages=(rust fuzz chaos deploy report bench)
+    else
+        lanes "rust fuzz chaos" "deploy report"
+        stages=(bench)
+    fi
+fi
 
 for s in "${stages[@]}"; do
     case $s in
