@@ -78,15 +78,81 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::
     String::deserialize(d).map(Some)
 }
 
+// The error answers of the users' routes, each described once; an operation lists those it can
+// give. Documentation only: the bodies are made by `crate::error`, the one mapping to HTTP.
+
+/// A path or query parameter that does not parse or is out of range.
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 400,
+    description = "Malformed or out-of-range path or query parameters",
+    content_type = "application/problem+json"
+)]
+#[expect(dead_code, reason = "documents a response; never built")]
+struct BadParameters(Problem);
+
+/// A request body refused before the service sees it, or refused by its validation.
+#[derive(utoipa::IntoResponses)]
+#[expect(dead_code, reason = "documents responses; never built")]
+enum BodyRejected {
+    #[response(
+        status = 400,
+        description = "Malformed JSON or path parameter",
+        content_type = "application/problem+json"
+    )]
+    Malformed(Problem),
+    #[response(
+        status = 413,
+        description = "Body larger than BODY_LIMIT_BYTES",
+        content_type = "application/problem+json"
+    )]
+    TooLarge(Problem),
+    #[response(
+        status = 415,
+        description = "Body is not `application/json`",
+        content_type = "application/problem+json"
+    )]
+    NotJson(Problem),
+    #[response(
+        status = 422,
+        description = "Invalid fields, each named with the reason, or a body of the wrong shape",
+        content_type = "application/problem+json"
+    )]
+    Invalid(Problem),
+}
+
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 404,
+    description = "No user with this id",
+    content_type = "application/problem+json"
+)]
+#[expect(dead_code, reason = "documents a response; never built")]
+struct NoSuchUser(Problem);
+
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 409,
+    description = "Another user has this email (compared ignoring ASCII case)",
+    content_type = "application/problem+json"
+)]
+#[expect(dead_code, reason = "documents a response; never built")]
+struct EmailTaken(Problem);
+
+#[derive(utoipa::IntoResponses)]
+#[response(status = 503, description = "The database is unavailable, the request outlived REQUEST_TIMEOUT_SECS, or the server is at MAX_IN_FLIGHT", content_type = "application/problem+json",
+    headers(("Retry-After" = String, description = "Seconds to wait before retrying")))]
+#[expect(dead_code, reason = "documents a response; never built")]
+struct DatabaseUnavailable(Problem);
+
 /// A JSON array of users, as the original application answered; the next page, if any, is in a
 /// `Link: <…>; rel="next"` header.
 #[utoipa::path(get, path = "/users", tag = "users", params(ListParams),
     responses(
         (status = 200, description = "Users in ascending id order", body = [UserDoc],
             headers(("Link" = String, description = "`</users?limit=…&after=…>; rel=\"next\"` when there are more users"))),
-        (status = 400, description = "Malformed or out-of-range path or query parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable, the request outlived REQUEST_TIMEOUT_SECS, or the server is at MAX_IN_FLIGHT", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
+        BadParameters,
+        DatabaseUnavailable,
     ))]
 pub(super) async fn list(
     State(service): State<UserService>,
@@ -110,13 +176,9 @@ pub(super) async fn list(
     responses(
         (status = 201, description = "Created", body = UserDoc,
             headers(("Location" = String, description = "`/users/{id}` of the new user"))),
-        (status = 400, description = "Malformed JSON or path parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body larger than BODY_LIMIT_BYTES", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not `application/json`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, each named with the reason, or a body of the wrong shape", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Another user has this email (compared ignoring ASCII case)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable, the request outlived REQUEST_TIMEOUT_SECS, or the server is at MAX_IN_FLIGHT", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
+        BodyRejected,
+        EmailTaken,
+        DatabaseUnavailable,
     ))]
 pub(super) async fn create(
     State(service): State<UserService>,
@@ -138,10 +200,9 @@ pub(super) async fn create(
     params(("id" = i64, Path, description = "The user's id")),
     responses(
         (status = 200, description = "The user", body = UserDoc),
-        (status = 400, description = "Malformed or out-of-range path or query parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No user with this id", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable, the request outlived REQUEST_TIMEOUT_SECS, or the server is at MAX_IN_FLIGHT", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
+        BadParameters,
+        NoSuchUser,
+        DatabaseUnavailable,
     ))]
 pub(super) async fn get(
     State(service): State<UserService>,
@@ -160,14 +221,10 @@ fn json_body(body: Vec<u8>) -> Response {
     params(("id" = i64, Path, description = "The user's id")),
     responses(
         (status = 200, description = "The replaced user", body = UserDoc),
-        (status = 400, description = "Malformed JSON or path parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body larger than BODY_LIMIT_BYTES", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not `application/json`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, each named with the reason, or a body of the wrong shape", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No user with this id", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Another user has this email (compared ignoring ASCII case)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable, the request outlived REQUEST_TIMEOUT_SECS, or the server is at MAX_IN_FLIGHT", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
+        BodyRejected,
+        NoSuchUser,
+        EmailTaken,
+        DatabaseUnavailable,
     ))]
 pub(super) async fn replace(
     State(service): State<UserService>,
@@ -182,14 +239,10 @@ pub(super) async fn replace(
     params(("id" = i64, Path, description = "The user's id")),
     responses(
         (status = 200, description = "The updated user", body = UserDoc),
-        (status = 400, description = "Malformed JSON or path parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body larger than BODY_LIMIT_BYTES", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not `application/json`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, each named with the reason, or a body of the wrong shape", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No user with this id", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Another user has this email (compared ignoring ASCII case)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable, the request outlived REQUEST_TIMEOUT_SECS, or the server is at MAX_IN_FLIGHT", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
+        BodyRejected,
+        NoSuchUser,
+        EmailTaken,
+        DatabaseUnavailable,
     ))]
 pub(super) async fn update(
     State(service): State<UserService>,
@@ -204,10 +257,9 @@ pub(super) async fn update(
     params(("id" = i64, Path, description = "The user's id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "Malformed or out-of-range path or query parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No user with this id", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable, the request outlived REQUEST_TIMEOUT_SECS, or the server is at MAX_IN_FLIGHT", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
+        BadParameters,
+        NoSuchUser,
+        DatabaseUnavailable,
     ))]
 pub(super) async fn delete(
     State(service): State<UserService>,
