@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use userstack_cache_redis::testing::TestRedis;
 use userstack_storage_pg::testing::TestPostgres;
 
-const BIN: &str = env!("CARGO_BIN_EXE_userstack");
+mod support;
+
+use support::{BIN, free_port};
 
 struct Server {
     child: Child,
@@ -17,14 +19,6 @@ struct Server {
     admin_base: String,
     port: u16,
     admin_port: u16,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Server {

@@ -1,5 +1,5 @@
-//! The real `userstack` binary as a child process on a free loopback port, for the fuzz and
-//! chaos suites. It is killed when dropped, also when a test fails.
+//! The real `userstack` binary as a child process on a free loopback port, for the e2e, fuzz
+//! and chaos suites. It is killed when dropped, also when a test fails.
 
 #![allow(dead_code, unreachable_pub)] // each suite uses part of it
 
