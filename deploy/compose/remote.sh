@@ -256,7 +256,9 @@ cmd_up() {
     fi
     [[ ${CHANGED[redis_password]} == changed ]] && recreate+=(redis app)
     step "docker compose up on $1"
-    if ((${#recreate[@]})) && compose_on ps -q | grep -q .; then
+    # Not `ps -q | grep -q .`: grep leaving at the first id can kill ps with SIGPIPE, and under
+    # pipefail that read as "no containers" (seen in CI: the app kept the old password).
+    if ((${#recreate[@]})) && [[ -n $(compose_on ps -q) ]]; then
         mapfile -t recreate < <(printf '%s\n' "${recreate[@]}" | sort -u)
         run docker "${TARGET_ARGS[@]}" compose "${COMPOSE_ARGS[@]}" up -d "${WAIT[@]}" --force-recreate --no-deps "${recreate[@]}"
     fi

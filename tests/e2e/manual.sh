@@ -102,7 +102,8 @@ stack_ids() {
 }
 # password_not_in_env CONTAINER : the generated password is nowhere in its configuration.
 password_not_in_env() {
-    if docker inspect "$1" | grep -qF -- "$(cat "$tmp/pg_password")"; then
+    # Not a pipe into grep -q: under pipefail an early match (SIGPIPE to docker) reads as none.
+    if grep -qF -- "$(cat "$tmp/pg_password")" <<<"$(docker inspect "$1")"; then
         echo "the password is visible in docker inspect $1"
         return 1
     fi
