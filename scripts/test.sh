@@ -73,6 +73,8 @@ deploy() {
     # The README's first command on a Docker CLI without plugins (builds the app image, which the
     # report stage then reuses).
     stage newcomer tests/e2e/newcomer.sh
+    # PostgreSQL and Redis pinned by digest from a loopback registry (uses that app image; ~35 s).
+    stage pinning tests/e2e/pinning.sh
 }
 
 # The report runs tasks 1, 2 and 3 end to end (tests/e2e/manual.sh, compose.sh, swarm.sh) and
