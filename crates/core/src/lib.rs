@@ -36,6 +36,7 @@ mod cache_aside;
 mod config;
 pub mod demo;
 pub mod error;
+pub mod json;
 pub mod memory;
 pub mod page;
 mod readiness;

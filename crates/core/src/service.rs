@@ -9,6 +9,7 @@ use crate::cache_aside::{CacheAside, Cacheable, Fetched};
 use crate::config::ServiceConfig;
 use crate::demo::{self, CacheDemo};
 use crate::error::{Error, Result};
+use crate::json::{self, UserRef};
 use crate::page::{Page, PageJson, PageRequest};
 use crate::readiness::{self, Readiness};
 use crate::repository::UserRepository;
@@ -145,7 +146,7 @@ impl UserService {
 impl Cacheable for Option<User> {
     fn encode(&self) -> Result<(Option<UserId>, Vec<u8>)> {
         let body = match self {
-            Some(user) => serde_json::to_vec(user).map_err(Error::internal)?,
+            Some(user) => json::user(user.into())?,
             None => Vec::new(),
         };
         Ok((None, body))
@@ -164,7 +165,7 @@ impl Cacheable for Option<User> {
 /// A page, cached as its JSON array and the next page's cursor.
 impl Cacheable for Page {
     fn encode(&self) -> Result<(Option<UserId>, Vec<u8>)> {
-        let body = serde_json::to_vec(&self.users).map_err(Error::internal)?;
+        let body = json::users(self.users.iter().map(UserRef::from))?;
         Ok((self.next_after, body))
     }
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use userstack_core::memory::{InMemoryCache, InMemoryUserRepository};
 use userstack_core::{
-    Error, MAX_PAGE_LIMIT, NewUser, PageRequest, ServiceConfig, UserId, UserPatch, UserService,
+    Error, MAX_PAGE_LIMIT, NewUser, PageRequest, ServiceConfig, User, UserId, UserPatch,
+    UserService, json,
 };
 
 /// Strings that reach every branch of the validators: empty, blank, control characters, `@`s,
@@ -73,6 +74,25 @@ proptest! {
             }
             Err(invalid) => assert_named(&Error::from(invalid), &["name", "email", "body"]),
         }
+    }
+
+    /// The hand-written JSON is byte for byte serde_json's, whatever the text and the instant
+    /// (any offset, any year `time` can hold: both refuse the same ones).
+    #[test]
+    fn users_serialise_as_serde_json_does(
+        id in any::<i64>(),
+        name in any::<String>(),
+        email in text(),
+        created in -377_705_000_000i64..253_402_000_000,
+        nanos in prop_oneof![Just(0u32), 0u32..1_000_000_000, (0u32..1000).prop_map(|m| m * 1_000_000)],
+        offset in prop_oneof![Just(0i32), -86_399i32..86_400],
+    ) {
+        let offset = time::UtcOffset::from_whole_seconds(offset).unwrap();
+        let at = time::OffsetDateTime::from_unix_timestamp(created).unwrap()
+            .replace_nanosecond(nanos).unwrap()
+            .to_offset(offset);
+        let user = User { id: UserId(id), name, email, created_at: at, updated_at: at };
+        prop_assert_eq!(json::user((&user).into()).ok(), serde_json::to_vec(&user).ok());
     }
 
     #[test]
