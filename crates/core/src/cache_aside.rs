@@ -84,6 +84,11 @@ impl Entry {
 pub(crate) trait Cacheable: Sized {
     /// The next page's cursor (`None` but for pages) and the JSON body the API sends.
     fn encode(&self) -> Result<(Option<UserId>, Vec<u8>)>;
+    /// [`Cacheable::encode`], for a value that is no longer needed (one already encoded can
+    /// give its bytes away instead of copying them).
+    fn into_encoded(self) -> Result<(Option<UserId>, Vec<u8>)> {
+        self.encode()
+    }
     fn decode(cursor: Option<UserId>, body: Vec<u8>) -> Result<Self>;
 }
 
@@ -115,7 +120,7 @@ impl<T: Cacheable> Fetched<T> {
             Self::Loaded {
                 value,
                 stored: None,
-            } => value.encode(),
+            } => value.into_encoded(),
         }
     }
 }

@@ -45,8 +45,9 @@ impl PageRequest {
     }
 
     /// The same cursor with one more row, which is how the service learns whether a next page
-    /// exists without a second query. Not validated: only adapters see it.
-    pub(crate) fn probe(&self) -> Self {
+    /// exists without a second query. Not validated: only adapters see it (and build the page
+    /// from its rows with [`crate::json::PageWriter`]).
+    pub fn probe(&self) -> Self {
         Self {
             limit: self.limit + 1,
             after: self.after,

@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 
 use crate::error::Result;
-use crate::page::PageRequest;
+use crate::json::PageWriter;
+use crate::page::{PageJson, PageRequest};
 use crate::user::{NewUser, User, UserId, UserPatch};
 
 /// Where users are stored. Implementations: `userstack_storage_pg::PgUserRepository` (PostgreSQL)
@@ -29,6 +30,18 @@ pub trait UserRepository: Send + Sync + 'static {
     /// Up to `page.limit()` users with an id greater than `page.after()`, in ascending id order.
     /// Must cost the same wherever the page starts (an index range scan, not an offset).
     async fn list(&self, page: PageRequest) -> Result<Vec<User>>;
+
+    /// The page the API sends for `page`: up to `page.limit()` users after `page.after()` as a
+    /// JSON array, and the next page's cursor when more users follow. What [`Self::list`] of
+    /// `page.probe()` gives, written by [`PageWriter`]; an adapter overrides it to write straight
+    /// from its own buffers, without a [`User`] per row.
+    async fn list_json(&self, page: PageRequest) -> Result<PageJson> {
+        let mut writer = PageWriter::new(page);
+        for user in &self.list(page.probe()).await? {
+            writer.push(user.into())?;
+        }
+        Ok(writer.finish())
+    }
 
     /// Applies the fields present in `patch` and bumps `updated_at`; `None` if there is no such
     /// user.

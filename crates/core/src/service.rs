@@ -90,17 +90,21 @@ impl UserService {
     /// The page as the JSON array the API sends, and the next page's cursor; a cache hit is
     /// returned as stored.
     pub async fn list_users_json(&self, page: PageRequest) -> Result<PageJson> {
-        let (next_after, body) = self.fetch_page(page).await?.into_encoded()?;
+        let repo = &self.inner.repo;
+        let fetched = self
+            .inner
+            .cache
+            .read_through(&page_key(page), || repo.list_json(page))
+            .await?;
+        let (next_after, body) = fetched.into_encoded()?;
         Ok(PageJson { body, next_after })
     }
 
     async fn fetch_page(&self, page: PageRequest) -> Result<Fetched<Page>> {
         let repo = &self.inner.repo;
-        let after = page.after().map_or(-1, |a| a.0);
-        let key = format!("users:{FORMAT}:page:{}:{after}", page.limit());
         self.inner
             .cache
-            .read_through(&key, || async {
+            .read_through(&page_key(page), || async {
                 Ok(Page::from_probe(repo.list(page.probe()).await?, page))
             })
             .await
@@ -142,6 +146,12 @@ impl UserService {
     }
 }
 
+/// Where a page is cached; the typed and the JSON reads share it (the entry is the same JSON).
+fn page_key(page: PageRequest) -> String {
+    let after = page.after().map_or(-1, |a| a.0);
+    format!("users:{FORMAT}:page:{}:{after}", page.limit())
+}
+
 /// A user by id, or its absence, cached as its JSON object (absence: an empty body).
 impl Cacheable for Option<User> {
     fn encode(&self) -> Result<(Option<UserId>, Vec<u8>)> {
@@ -159,6 +169,21 @@ impl Cacheable for Option<User> {
         serde_json::from_slice(&body)
             .map(Some)
             .map_err(Error::internal)
+    }
+}
+
+/// A page already written as JSON, cached as it is.
+impl Cacheable for PageJson {
+    fn encode(&self) -> Result<(Option<UserId>, Vec<u8>)> {
+        Ok((self.next_after, self.body.clone()))
+    }
+
+    fn into_encoded(self) -> Result<(Option<UserId>, Vec<u8>)> {
+        Ok((self.next_after, self.body))
+    }
+
+    fn decode(next_after: Option<UserId>, body: Vec<u8>) -> Result<Self> {
+        Ok(Self { body, next_after })
     }
 }
 

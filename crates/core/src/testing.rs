@@ -78,6 +78,25 @@ pub async fn user_repository_contract(repo: &dyn UserRepository) {
         .await;
     assert!(past_end.unwrap().is_empty());
 
+    // list_json: the page as the API sends it (the same bytes as serde_json of the users), and
+    // the next page's cursor only when more users follow
+    let users = [&ada, &bob, &cy];
+    for (limit, after, expected, next) in [
+        (2, None, &users[..2], Some(bob.id)),
+        (3, None, &users[..], None),
+        (1, Some(ada.id), &users[1..2], Some(bob.id)),
+        (5, Some(cy.id), &users[..0], None),
+    ] {
+        let request = PageRequest::new(Some(limit), after.map(|a| a.0)).unwrap();
+        let page = repo.list_json(request).await.unwrap();
+        assert_eq!(
+            String::from_utf8(page.body).unwrap(),
+            serde_json::to_string(expected).unwrap(),
+            "list_json({limit}, {after:?})"
+        );
+        assert_eq!(page.next_after, next, "list_json({limit}, {after:?})");
+    }
+
     // update
     tokio::time::sleep(Duration::from_millis(5)).await;
     let patch = UserPatch::parse(Some("Robert"), None).unwrap();

@@ -6,8 +6,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bb8::{Pool, PooledConnection, RunError};
 use tokio_postgres::Row;
+use userstack_core::json::{PageWriter, UserRef};
 use userstack_core::{
-    Error as CoreError, NewUser, PageRequest, Result, User, UserId, UserPatch, UserRepository,
+    Error as CoreError, NewUser, PageJson, PageRequest, Result, User, UserId, UserPatch,
+    UserRepository,
 };
 
 use crate::error::{Error, classify, is_unique_violation};
@@ -219,6 +221,31 @@ impl UserRepository for PgUserRepository {
             let rows = client.query(&s.list, &[&after, &limit]).await;
             conn.settled();
             Ok(rows.map_err(classify)?.iter().map(user_from).collect())
+        })
+        .await
+    }
+
+    /// Written from the rows' own buffers: no `String` per name and email, no `User` per row.
+    async fn list_json(&self, page: PageRequest) -> Result<PageJson> {
+        let probe = page.probe();
+        let after = probe.after().map_or(i64::MIN, |a| a.0);
+        let limit = i64::from(probe.limit());
+        self.deadline(async {
+            let mut conn = self.conn().await?;
+            let (client, s) = conn.prepared().await.map_err(classify)?;
+            let rows = client.query(&s.list, &[&after, &limit]).await;
+            conn.settled();
+            let mut writer = PageWriter::new(page);
+            for row in &rows.map_err(classify)? {
+                writer.push(UserRef {
+                    id: UserId(row.get(0)),
+                    name: row.get(1),
+                    email: row.get(2),
+                    created_at: row.get(3),
+                    updated_at: row.get(4),
+                })?;
+            }
+            Ok(writer.finish())
         })
         .await
     }
