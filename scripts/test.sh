@@ -66,6 +66,10 @@ deploy() {
     stage shellcheck shellcheck -x $(shell_scripts)
     stage compose-config docker compose -f deploy/compose/compose.yaml config --quiet
     stage stack-config bash -c "docker stack config -c deploy/swarm/stack.yaml -c deploy/swarm/stack.mesh.yaml >/dev/null && docker stack config -c deploy/swarm/stack.yaml >/dev/null"
+    # What swarm.sh deploy sends: services.json's hardening (deploy/lib/swarm-services.sh, which
+    # fails on a key it cannot translate: checked with one added) with stack.yaml over it.
+    stage stack-config-hardened bash -c "SWARM_STATE=\$(mktemp -d) deploy/swarm/swarm.sh config >/dev/null &&
+        ! SERVICES_FILE=<(jq '.services.app.devices = []' deploy/lib/services.json) deploy/lib/swarm-services.sh >/dev/null 2>&1"
     stage standins deploy/images/build-standins.sh
     stage standins-contract tests/e2e/standins.sh
     # Proves deploy/lib/check-hardening.sh fails when any one item is missing (~20 s).

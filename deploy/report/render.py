@@ -134,12 +134,14 @@ def git(repo, *args):
 
 def container_files(repo):
     """Every Dockerfile git knows about, then the per-service definition the compose file extends,
-    the compose file, the stack file and the load balancer's configuration: (path, text)."""
+    the compose file, the stack file, the script that gives the stack that per-service definition
+    and the load balancer's configuration: (path, text)."""
     names = [n for n in git(repo, "ls-files", "-z", "--", "*Dockerfile").split("\0") if n]
     dockerfiles = sorted(n for n in names
                          if pathlib.PurePosixPath(n).name == "Dockerfile" or n.endswith(".Dockerfile"))
     files = dockerfiles + ["deploy/lib/services.json", "deploy/compose/compose.yaml",
-                           "deploy/swarm/stack.yaml", "deploy/swarm/haproxy.cfg"]
+                           "deploy/swarm/stack.yaml", "deploy/lib/swarm-services.sh",
+                           "deploy/swarm/haproxy.cfg"]
     files = [f for f in files if f != "deploy/lib/services.json" or pathlib.Path(repo, f).is_file()]
     out = []
     for name in files:

@@ -9,6 +9,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 # shellcheck source=../lib/common.sh
 source "$root/deploy/lib/common.sh"
+# shellcheck source=../lib/secrets.sh
+source "$root/deploy/lib/secrets.sh"
 
 usage() {
     cat <<'EOF'
@@ -24,18 +26,24 @@ Usage: deploy/swarm/swarm.sh COMMAND [ARG...]
           --with-registry-auth hands that login to the nodes).
   push    tag the images and push them to the registry; prints their digests and records them
           (the stack deploys exactly these digests)
-  deploy  the database password as a Swarm secret, `docker stack deploy --with-registry-auth`,
-          then wait until every service has all its replicas running and healthy
+  deploy  the database password, Redis's password and the API tokens as Swarm secrets, the
+          hardening of deploy/lib/services.json as a compose file (deploy/lib/swarm-services.sh),
+          `docker stack deploy --with-registry-auth` of that file and stack.yaml, then wait until
+          every service has all its replicas running and healthy. New Redis password or tokens:
+          new secrets, and the services roll onto them (README.md, "Rotation")
+  config  print the stack as deploy sends it (services.json's hardening merged with stack.yaml)
   update IMAGE
           push IMAGE (e.g. userstack:v2) and roll the app over to it, one task at a time; waits
           for the update to complete, fails if Swarm rolled it back
   status  nodes, services, tasks, the app's last update
   down [--purge]
-          remove the stack (the data volume and the secret stay); --purge also removes the
-          volume userstack_pgdata and the secret userstack_db_password
+          remove the stack (the data volume and the secrets stay); --purge also removes the
+          volume userstack_pgdata and the secrets (database, Redis, API tokens)
 
 Environment (default in brackets):
   POSTGRES_PASSWORD / POSTGRES_PASSWORD_FILE   the PostgreSQL password (deploy)
+  REDIS_PASSWORD_FILE   Redis's password [generated once, kept in SWARM_STATE/secrets]
+  API_TOKEN_FILE        the API's bearer tokens, one per line [one generated once, kept there]
   APP_IMAGE [userstack:latest], POSTGRES_IMAGE [postgres:13], REDIS_IMAGE [redis:latest],
   HAPROXY_IMAGE [haproxy:2.6], REGISTRY_IMAGE [registry:2]
           the images `push` sends (source deploy/images/standins.env for the stand-ins)
@@ -59,6 +67,8 @@ REGISTRY_PORT=${REGISTRY_PORT:-5443}
 WAIT_TIMEOUT=${WAIT_TIMEOUT:-300}
 STACK_FILE=$here/stack.yaml
 DB_SECRET=${STACK}_db_password
+# Kept on this machine (mode 0600): the next deploy sends the same, and the tokens are at hand.
+SECRETS_DIR=$STATE/secrets
 
 # The manager, as init recorded it.
 manager_addr() {
@@ -255,6 +265,70 @@ stack_env() {
     set +a
     HAPROXY_CFG_HASH=$(sha256sum "$here/haproxy.cfg" | cut -c1-12)
     export HAPROXY_CFG_HASH
+    # The hardening file is the first compose file: relative paths in stack.yaml start here.
+    export SWARM_DIR=$here
+}
+
+# stack_files HARDENING : the -c options of stack deploy in STACK_FILES: HARDENING (the compose
+# file deploy/lib/swarm-services.sh makes of services.json) first, stack.yaml over it (its health
+# check timing for the app wins), then the optional overrides.
+stack_files() {
+    STACK_FILES=(-c "$1" -c "$STACK_FILE")
+    [[ ${ENCRYPT_BACKEND:-0} == 1 ]] && STACK_FILES+=(-c "$here/stack.encrypted.yaml")
+    [[ ${MESH:-0} == 1 ]] && STACK_FILES+=(-c "$here/stack.mesh.yaml")
+    return 0
+}
+
+# config : the stack as deploy sends it; needs no swarm (the CI's stack-config stage runs it).
+cmd_config() {
+    stack_files -
+    export HAPROXY_CFG_HASH=${HAPROXY_CFG_HASH:-$(sha256sum "$here/haproxy.cfg" | cut -c1-12)} SWARM_DIR=$here
+    # The secret names of the last deploy, where there was one.
+    if [[ -r $SECRETS_DIR/versions.env ]]; then
+        set -a
+        # shellcheck source=/dev/null # written by deploy: VAR=digest lines
+        source "$SECRETS_DIR/versions.env"
+        set +a
+    fi
+    "$root/deploy/lib/swarm-services.sh" | docker stack config "${STACK_FILES[@]}"
+}
+
+# swarm_secret NAME : the Swarm secret userstack_NAME_<digest> for secret NAME (redis_password,
+# api_tokens; deploy/lib/secrets.sh decides the content: the user's file, else the kept one, else
+# a new one), created if missing; sets VERSION to the digest. Secrets are immutable, so new
+# content is a new secret, and the services that use it are updated onto it by stack deploy.
+# The digest names the content without revealing it: whoever can list secrets is a manager, and
+# a manager can read any secret by mounting it in a service.
+swarm_secret() {
+    local name=$1 value secret
+    (umask 077 && mkdir -p "$SECRETS_DIR")
+    value=$(secret_source "$name" "$SECRETS_DIR/$name") || die "no content for the secret $name"
+    [[ -n $value ]] || die "the $name secret is empty"
+    printf '%s\n' "$value" | write_secret "$SECRETS_DIR/$name" "" 0600 >/dev/null
+    VERSION=$(sha256sum "$SECRETS_DIR/$name" | cut -c1-12)
+    secret=${STACK}_${name}_$VERSION
+    if qm secret inspect "$secret" >/dev/null 2>&1; then
+        log "secret $secret exists: kept (the same content as $SECRETS_DIR/$name)"
+    else
+        # From the kept file, on stdin: never on a command line, never in the transcript.
+        _exec "docker -H $(ssh_url "$(manager_addr)") secret create --label userstack.secret=$name $secret - < $SECRETS_DIR/$name" \
+            docker -H "$(ssh_url "$(manager_addr)")" secret create --label "userstack.secret=$name" "$secret" - <"$SECRETS_DIR/$name" ||
+            die "could not create the secret $secret"
+    fi
+}
+
+# prune_secrets : the earlier versions of the rotated secrets, once no service uses them
+# (docker secret rm refuses a secret in use; those stay until the next deploy).
+prune_secrets() {
+    local name id secret keep
+    for name in redis_password api_tokens; do
+        keep=${STACK}_${name}_$(sha256sum "$SECRETS_DIR/$name" | cut -c1-12)
+        while read -r id secret; do
+            [[ -n $id && $secret != "$keep" ]] || continue
+            try docker -H "$(ssh_url "$(manager_addr)")" secret rm "$secret" ||
+                log "$secret is still in use: removed by a later deploy"
+        done < <(qm secret ls --filter "label=userstack.secret=$name" --format '{{.ID}} {{.Name}}')
+    done
 }
 
 # replicas_ready : every service of the stack has all its replicas running (and, with a health
@@ -264,6 +338,16 @@ replicas_ready() {
     out=$(qm service ls --filter "label=com.docker.stack.namespace=$STACK" --format '{{.Name}} {{.Replicas}}')
     [[ -n $out ]] || return 1
     ! awk '{ split($2, r, "/"); if (r[1] != r[2] || r[2] == 0) bad = 1 } END { exit !bad }' <<<"$out"
+}
+
+# no_update_running : no service of the stack is in the middle of an update or a rollback (a new
+# secret or setting rolls the services that use it; their replica counts look complete meanwhile).
+no_update_running() {
+    local states services
+    mapfile -t services < <(qm service ls -q --filter "label=com.docker.stack.namespace=$STACK")
+    ((${#services[@]})) || return 1
+    states=$(qm service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "${services[@]}") || return 1
+    ! grep -qE '^(updating|rollback_started)$' <<<"$states"
 }
 
 cmd_deploy() {
@@ -283,16 +367,33 @@ cmd_deploy() {
         unset password
     fi
 
-    step "2. docker stack deploy: the images by digest, from the registry"
-    local files=(-c "$STACK_FILE")
-    [[ ${ENCRYPT_BACKEND:-0} == 1 ]] && files+=(-c "$here/stack.encrypted.yaml")
-    [[ ${MESH:-0} == 1 ]] && files+=(-c "$here/stack.mesh.yaml")
-    dm stack deploy --with-registry-auth --prune "${files[@]}" "$STACK"
+    step "2. Redis's password and the API tokens as Swarm secrets (named by a digest of the content)"
+    swarm_secret redis_password
+    export REDIS_PASSWORD_VERSION=$VERSION
+    swarm_secret api_tokens
+    export API_TOKENS_VERSION=$VERSION
+    printf 'REDIS_PASSWORD_VERSION=%s\nAPI_TOKENS_VERSION=%s\n' "$REDIS_PASSWORD_VERSION" "$API_TOKENS_VERSION" >"$SECRETS_DIR/versions.env"
 
-    step "3. Wait until every service has all its replicas running and healthy"
+    step "3. The hardening of deploy/lib/services.json, for stack deploy (deploy/lib/swarm-services.sh)"
+    local hardening=$STATE/services.swarm.json
+    run_sh "$root/deploy/lib/swarm-services.sh > $hardening"
+    run jq -c '.services | map_values(del(.command, .healthcheck.test))' "$hardening"
+    stack_files "$hardening"
+
+    step "4. docker stack deploy: the images by digest, from the registry"
+    dm stack deploy --with-registry-auth --prune "${STACK_FILES[@]}" "$STACK"
+
+    step "5. Wait until every service has all its replicas running and healthy"
     wait_until "$WAIT_TIMEOUT" "every service of $STACK has its replicas" replicas_ready
+    wait_until "$WAIT_TIMEOUT" "no service of $STACK is still rolling onto the new spec" no_update_running
     dm stack services "$STACK"
     dm stack ps --filter desired-state=running --format 'table {{.Name}}\t{{.Node}}\t{{.CurrentState}}' "$STACK"
+    local services
+    mapfile -t services < <(qm service ls -q --filter "label=com.docker.stack.namespace=$STACK")
+    dm service inspect --format '{{.Spec.Name}}: {{if .UpdateStatus}}{{.UpdateStatus.State}} {{.UpdateStatus.Message}}{{else}}created{{end}}' "${services[@]}"
+    prune_secrets
+    log "/users needs a bearer token, a line of $SECRETS_DIR/api_tokens:"
+    log "  curl -H \"Authorization: Bearer \$(grep -v '^#' $SECRETS_DIR/api_tokens | head -n1)\" http://$(manager_addr):${LB_PORT:-5000}/users"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -308,7 +409,14 @@ cmd_update() {
     push_image "$1"
     step "2. Rolling update of ${STACK}_app to $PUSHED (one task at a time, start-first)"
     dm service update --detach --with-registry-auth --image "$PUSHED" "${STACK}_app"
-    wait_until "$WAIT_TIMEOUT" "the update of ${STACK}_app is over" update_done
+    if ! (wait_until "$WAIT_TIMEOUT" "the update of ${STACK}_app is over" update_done); then
+        # What the update is waiting for: each task's state and error, the update's message.
+        try docker -H "$(ssh_url "$(manager_addr)")" service ps --no-trunc \
+            --format 'table {{.Name}}\t{{.Node}}\t{{.DesiredState}}\t{{.CurrentState}}\t{{.Error}}' "${STACK}_app" || true
+        try docker -H "$(ssh_url "$(manager_addr)")" service inspect \
+            --format '{{.UpdateStatus.State}}: {{.UpdateStatus.Message}}' "${STACK}_app" || true
+        die "the update of ${STACK}_app did not end within ${WAIT_TIMEOUT}s"
+    fi
     state=$(update_state)
     message=$(qm service inspect --format '{{.UpdateStatus.Message}}' "${STACK}_app")
     dm service inspect --format 'image={{.Spec.TaskTemplate.ContainerSpec.Image}} update={{.UpdateStatus.State}}: {{.UpdateStatus.Message}}' "${STACK}_app"
@@ -336,8 +444,8 @@ cmd_down() {
     step "Remove the stack $STACK"
     dm stack rm "$STACK"
     wait_until "$WAIT_TIMEOUT" "the stack's tasks and networks are gone" stack_gone
-    ((purge)) || { log "kept: the volume ${STACK}_pgdata on the db node, the secret $DB_SECRET (--purge removes them)"; return 0; }
-    step "Purge: the data volume on the db node, the password secret"
+    ((purge)) || { log "kept: the volume ${STACK}_pgdata on the db node, the secrets (--purge removes them)"; return 0; }
+    step "Purge: the data volume on the db node, the secrets"
     db_node=$(qm node ls -q --filter node.label=userstack.db=true | head -n 1)
     if [[ -n $db_node ]]; then
         addr=$(qm node inspect --format '{{.Status.Addr}}' "$db_node")
@@ -349,6 +457,11 @@ cmd_down() {
         fi
     fi
     if qm secret inspect "$DB_SECRET" >/dev/null 2>&1; then dm secret rm "$DB_SECRET"; fi
+    local secrets
+    mapfile -t secrets < <(qm secret ls --filter label=userstack.secret --format '{{.Name}}')
+    if ((${#secrets[@]})); then dm secret rm "${secrets[@]}"; fi
+    # What deploy kept here: the next deploy generates new ones.
+    if [[ -d $SECRETS_DIR ]]; then run rm -rf "$SECRETS_DIR"; fi
 }
 
 command=${1:-}
@@ -357,6 +470,7 @@ case $command in
     init) cmd_init "$@" ;;
     push) cmd_push "$@" ;;
     deploy) cmd_deploy "$@" ;;
+    config) cmd_config "$@" ;;
     update) cmd_update "$@" ;;
     status) cmd_status "$@" ;;
     down) cmd_down "$@" ;;

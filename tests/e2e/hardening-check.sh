@@ -79,5 +79,24 @@ mapfile -d '' opts < <(without '^--health-');                   missing_fails "t
 missing_fails "the internal network" "only on internal networks" "$OPEN" "${full[@]}"
 missing_fails "an unpublished port" "no published port" "$OPEN" "${full[@]}" -p 127.0.0.1::6379
 
+step "Swarm's forms (deploy/swarm): a tmpfs mount counts as a tmpfs; --swarm waives only no-new-privileges"
+# Swarm gives a tmpfs as a mount (HostConfig.Mounts), not as HostConfig.Tmpfs.
+mapfile -d '' opts < <(without '^--tmpfs=')
+start "$INTERNAL" "${opts[@]}" --mount type=tmpfs,destination=/data,tmpfs-size=67108864
+check "a tmpfs mount at /data satisfies 'tmpfs /data'" run_check
+mapfile -d '' opts < <(without '^--security-opt=no-new-privileges')
+start "$INTERNAL" "${opts[@]}"
+swarm_check() {
+    local out
+    out=$("$check_script" --swarm --filter "name=^$NAME\$" --expect redis 2>&1) || { echo "$out"; return 1; }
+    echo "$out"
+    grep -q '^n/a .* no-new-privileges' <<<"$out"
+}
+check "--swarm: without no-new-privileges the check passes, saying n/a for it" swarm_check
+start "$INTERNAL" "${opts[@]}" --read-only=false
+swarm_fails() { ! "$check_script" --swarm --filter "name=^$NAME\$" --expect redis >/dev/null 2>&1; }
+# (--read-only=false after --read-only: the last one wins)
+check "--swarm still fails on any other missing item (here: the read-only root)" swarm_fails
+
 ((CHECKS_FAILED == 0)) || die "$CHECKS_FAILED check(s) failed"
 log "the hardening check catches each missing item"

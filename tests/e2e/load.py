@@ -6,6 +6,9 @@ given base URLs. Every request counts: a 2xx is ok, anything else is a failure b
 status, or the connection error). POST /users bodies carry unique e-mails; the id of every 201
 (an acknowledged write) is written to --created, so the test can check none was lost.
 
+With --token-file, every request carries `Authorization: Bearer <its first token>` (the users'
+routes need one; the others ignore it).
+
 Stops after --duration seconds, or earlier once --stop-file exists. Prints one JSON object:
 {"requests", "ok", "failed", "by_kind": {kind: n}, "created", "first_failure_s", "last_failure_s"}.
 Standard library only.
@@ -31,10 +34,18 @@ def main() -> None:
     p.add_argument("--write-every", type=int, default=0, help="every Nth request is a POST /users (0: none)")
     p.add_argument("--created", help="append the id of every 201 here, one per line")
     p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--token-file", help="a file of bearer tokens, one per line (the first is sent)")
     args = p.parse_args()
     if not (1 <= args.workers <= 16 and 0 < args.rate <= 200 and 0 < args.duration <= 600):
         p.error("workers 1..16, rate 0..200/s, duration 0..600 s: a bounded load")
 
+    headers = {}
+    if args.token_file:
+        with open(args.token_file, encoding="utf-8") as f:
+            tokens = [t.strip() for t in f if t.strip() and not t.lstrip().startswith("#")]
+        if not tokens:
+            p.error(f"no token in {args.token_file}")
+        headers["Authorization"] = f"Bearer {tokens[0]}"
     targets = [urllib.parse.urlsplit(u) for u in args.url]
     reads = ["/", "/users?limit=5", "/healthz"]
     lock = threading.Lock()
@@ -66,9 +77,9 @@ def main() -> None:
                 if write:
                     email = f"load-{uuid.uuid4().hex}@example.com"
                     body = json.dumps({"name": "Load Test", "email": email})
-                    conn.request("POST", path, body, {"Content-Type": "application/json"})
+                    conn.request("POST", path, body, {"Content-Type": "application/json", **headers})
                 else:
-                    conn.request("GET", path)
+                    conn.request("GET", path, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
                 if 200 <= resp.status < 300:

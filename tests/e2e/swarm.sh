@@ -8,6 +8,10 @@
 #   1. 3 nodes, 1 manager and 2 workers, all Ready
 #   2. the app's replicas on >= 2 nodes; /, /users, /cache exact through the load balancer on
 #      every node's address, and every app task answering when asked directly on the overlay
+#   (security) /users refuses a request without the bearer token (401) through the lb;
+#      /metrics and /readyz are not on the public port, only on the admin port over the overlay;
+#      Redis refuses a client without its password; every task's container has the hardening of
+#      deploy/lib/services.json that Swarm can express (deploy/lib/check-hardening.sh --swarm)
 #   3. a rolling update under a bounded load: N requests, 0 failed; and the same update with
 #      the drain delay and HAProxy's retries off: the load does count failures
 #   4. an update to an image whose health check fails is rolled back by Swarm; the API answers
@@ -118,7 +122,7 @@ body_is() {
 }
 users_json() {
     local status
-    status=$(curl -sS --max-time 10 -o "$work/u" -w '%{http_code}' "$1/users?limit=1000") || return 1
+    status=$(curl -sS --max-time 10 -H "@$AUTH_HEADER" -o "$work/u" -w '%{http_code}' "$1/users?limit=1000") || return 1
     printf 'HTTP %s: %s\n' "$status" "$(head -c 300 "$work/u")"
     [[ $status == 200 ]] && jq -e "type == \"array\" and (${2:-true})" "$work/u" >/dev/null
 }
@@ -203,6 +207,10 @@ cp "$SWARM_STATE/images.env" "$work/pushed.env"
 t0=$(date +%s%3N)
 "$SWARM" deploy
 T_DEPLOY=$(secs "$t0" "$(date +%s%3N)")
+# The API token deploy generated and kept; in a header file, so it is in no command line.
+TOKENS=$SWARM_STATE/secrets/api_tokens
+AUTH_HEADER=$work/auth_header
+(umask 077 && printf 'Authorization: Bearer %s\n' "$(grep -v '^#' "$TOKENS" | head -n 1)" >"$AUTH_HEADER")
 # The nodes pulled with the login that --with-registry-auth handed them, not with one of their own.
 pull_needs_auth() {
     local ref out i name target=""
@@ -239,7 +247,7 @@ expect "GET /cache first is exactly 'Cache Miss: Key Set'" body_is "${LB_URLS[1]
 expect "GET /cache then is exactly 'Cache Hit: Hello from Redis Cache!' (from another node)" \
     body_is "${LB_URLS[2]}/cache" 'Cache Hit: Hello from Redis Cache!'
 expect "GET /users is an empty JSON array on a new volume" users_json "${LB_URLS[0]}" 'length == 0'
-run curl -sS -i --max-time 10 -X POST -H 'Content-Type: application/json' \
+run curl -sS -i --max-time 10 -X POST -H 'Content-Type: application/json' -H "@$AUTH_HEADER" \
     --data '{"name":"Ada Lovelace","email":"ada@example.com"}' "${LB_URLS[0]}/users"
 expect "POST /users answers 201" expect_eq 201 "$(head -1 <<<"$RUN_OUTPUT" | awk '{print $2}')"
 has_ada='any(.[]; .email == "ada@example.com" and .name == "Ada Lovelace")'
@@ -264,11 +272,102 @@ want_backend="true $([[ ${ENCRYPT_BACKEND:-0} == 1 ]] && echo encrypted || echo 
 expect "the backend overlay is internal (and encrypted iff ENCRYPT_BACKEND=1): $want_backend" expect_eq "$want_backend" \
     "$(dm network inspect --format '{{.Internal}} {{if index .Options "encrypted"}}encrypted{{else}}plain{{end}}' userstack_backend)"
 
+# --- security: the token, the admin port, Redis's password, the hardening ---------------------
+step "Security: the same protections as tasks 1 and 2, on the swarm"
+# status METHOD URL [CURL-ARG...] : the HTTP status only.
+http_status() { curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -X "$1" "${@:3}" "$2"; }
+users_body='{"name":"Mallory","email":"mallory@example.com"}'
+code_anon=$(http_status POST "${LB_URLS[1]}/users" -H 'Content-Type: application/json' --data "$users_body")
+code_wrong=$(http_status POST "${LB_URLS[2]}/users" -H 'Content-Type: application/json' -H 'Authorization: Bearer not-a-token-of-this-stack' --data "$users_body")
+code_get=$(http_status GET "${LB_URLS[0]}/users")
+log "through the lb: POST /users without a token HTTP $code_anon, with a wrong one HTTP $code_wrong; GET /users without one HTTP $code_get"
+expect "POST /users without a token is refused through the lb (401)" expect_eq 401 "$code_anon"
+expect "POST /users with a wrong token is refused (401)" expect_eq 401 "$code_wrong"
+expect "GET /users without a token is refused (401)" expect_eq 401 "$code_get"
+expect "the refused writes changed nothing (no Mallory)" users_json "${LB_URLS[0]}" 'all(.[]; .email != "mallory@example.com")'
+code_metrics=$(http_status GET "${LB_URLS[0]}/metrics" -H "@$AUTH_HEADER")
+code_readyz=$(http_status GET "${LB_URLS[1]}/readyz" -H "@$AUTH_HEADER")
+log "through the lb, with the token: /metrics HTTP $code_metrics, /readyz HTTP $code_readyz"
+# 404, not 401: not served on the public port at all (with ADMIN_PORT=0 they would be, behind the token).
+expect "/metrics is not served on the public port, even with the token (404)" expect_eq 404 "$code_metrics"
+expect "/readyz is not served on the public port (404)" expect_eq 404 "$code_readyz"
+admin_closed() {
+    local a
+    for a in "${NODES[@]}"; do
+        if timeout 3 bash -c "</dev/tcp/$a/9000" 2>/dev/null; then echo "$a:9000 accepts connections"; return 1; fi
+    done
+    echo "no node accepts connections on port 9000"
+}
+expect "the admin port (9000) is published on no node" admin_closed
+# What HAProxy asks: /readyz on each task's admin port, over the frontend overlay.
+# shellcheck disable=SC2016 # expanded in the container
+run docker -H "$HOST1_SSH" exec "$lb_container" bash -c 'for ip in $(getent ahostsv4 tasks.app | awk "{print \$1}" | sort -u); do
+    exec 3<>/dev/tcp/$ip/9000; printf "GET /readyz HTTP/1.0\r\nHost: app\r\n\r\n" >&3
+    printf "%s:9000/readyz %s\n" "$ip" "$(head -n 1 <&3 | tr -d "\r")"; exec 3<&-; done'
+ready_ok=$(grep -c ':9000/readyz HTTP/1.1 200' <<<"$RUN_OUTPUT" || true)
+expect "every app task answers /readyz on its admin port over the overlay (what HAProxy checks)" expect_eq "$app_count" "$ready_ok"
+# Redis, asked over the backend overlay (its service name, not loopback) from its own container.
+redis_node=$(dm service ps --filter desired-state=running --format '{{.Node}}' userstack_redis | head -n 1)
+redis_ssh=$(for i in 1 2 3; do [[ $(host_name_of "$i") == "$redis_node" ]] && v="HOST${i}_SSH" && echo "${!v}"; done)
+redis_container=$(docker -H "$redis_ssh" ps -q --filter label=com.docker.swarm.service.name=userstack_redis | head -n 1)
+try docker -H "$redis_ssh" exec "$redis_container" redis-cli -h redis ping || true
+redis_anon=$RUN_OUTPUT
+# shellcheck disable=SC2016 # expanded in the container
+try docker -H "$redis_ssh" exec "$redis_container" sh -c 'REDISCLI_AUTH="$(cat /run/secrets/redis_password)" redis-cli -h redis ping' || true
+redis_auth=$RUN_OUTPUT
+has() { grep -q -- "$1" <<<"$2"; }
+expect "Redis refuses a client without the password (NOAUTH)" has NOAUTH "$redis_anon"
+expect "Redis answers a client with the password from the secret (PONG)" has '^PONG$' "$redis_auth"
+# The hardening on every node's task containers, as the engine reports it.
+# task_services I : the services (userstack.service) of the stack's containers on host I.
+task_services() {
+    local v="HOST${1}_SSH"
+    docker -H "${!v}" ps --filter label=userstack.service --filter label=com.docker.stack.namespace=userstack \
+        --format '{{.Label "userstack.service"}}'
+}
+hardening_on_nodes() {
+    local i v out rc=0
+    for i in 1 2 3; do
+        v="HOST${i}_SSH"
+        [[ -n $(task_services "$i") ]] || continue
+        echo "--- $(host_name_of "$i")"
+        out=$(DOCKER_HOST=${!v} "$root/deploy/lib/check-hardening.sh" --swarm --expect "" \
+            --filter label=com.docker.stack.namespace=userstack 2>&1) || rc=1
+        grep -v '^ok ' <<<"$out"
+    done
+    return "$rc"
+}
+expect "every task container on the 3 nodes has the hardening of services.json (check-hardening.sh --swarm)" hardening_on_nodes
+hardening_services=$(for i in 1 2 3; do task_services "$i"; done | sort -u | paste -sd' ')
+expect "the hardening check saw app, db and redis" expect_eq "app db redis" "$hardening_services"
+figure "security: POST /users without a token $code_anon, /metrics on the public port $code_metrics, /readyz on the admin port $ready_ok of $app_count tasks 200, Redis without password: $(grep -o NOAUTH <<<"$redis_anon" | head -n 1 || echo answered), hardening checked on the containers of: $hardening_services"
+
+# --- token rotation: secrets are immutable, a new one rolls the app ------------------------------
+step "Token rotation: API_TOKEN_FILE with a new token, swarm.sh deploy"
+old_header=$work/auth_header.old
+cp "$AUTH_HEADER" "$old_header"
+(umask 077 && printf '# rotated by tests/e2e/swarm.sh\n%s\n' "$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" >"$work/api_tokens.new")
+old_secret=$(dm service inspect --format '{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{.SecretName}} {{end}}' userstack_app | tr ' ' '\n' | grep '^userstack_api_tokens_')
+API_TOKEN_FILE=$work/api_tokens.new "$SWARM" deploy
+(umask 077 && printf 'Authorization: Bearer %s\n' "$(grep -v '^#' "$TOKENS" | head -n 1)" >"$AUTH_HEADER")
+new_secret=$(dm service inspect --format '{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{.SecretName}} {{end}}' userstack_app | tr ' ' '\n' | grep '^userstack_api_tokens_')
+log "the app's token secret: $old_secret before, $new_secret after"
+expect "the kept token file is the new one" cmp -s "$work/api_tokens.new" "$TOKENS"
+expect "the app uses a new secret" bash -c "[[ -n '$new_secret' && '$new_secret' != '$old_secret' ]]"
+code_new=$(http_status POST "${LB_URLS[0]}/users" -H 'Content-Type: application/json' -H "@$AUTH_HEADER" \
+    --data '{"name":"Grace Hopper","email":"grace@example.com"}')
+code_old=$(http_status POST "${LB_URLS[1]}/users" -H 'Content-Type: application/json' -H "@$old_header" \
+    --data '{"name":"Old Token","email":"old-token@example.com"}')
+expect "the new token writes (201)" expect_eq 201 "$code_new"
+expect "the old token is refused (401)" expect_eq 401 "$code_old"
+expect "the old token secret was removed once unused" bash -c "! docker -H $HOST1_SSH secret inspect '$old_secret' >/dev/null 2>&1"
+figure "token rotation: new token $code_new, old token $code_old (secret ${old_secret##*_} -> ${new_secret##*_}, one swarm.sh deploy)"
+
 # --- 3. rolling update under load --------------------------------------------------------------
 step "Figure 3: a rolling update under a bounded load"
 # A new image: the same binary with one more label, so a new digest.
 run_sh "printf 'FROM %s\nLABEL org.userstack.e2e=rolling-update\n' $APP_IMAGE | docker build -q -t $V2 -"
-load_start rolling --duration 180 --workers 4 --rate 15 --write-every 5 "${LB_URLS[@]/#/--url=}"
+load_start rolling --duration 180 --workers 4 --rate 15 --token-file "$TOKENS" --write-every 5 "${LB_URLS[@]/#/--url=}"
 sleep 2
 t0=$(date +%s%3N)
 "$SWARM" update "$V2"
@@ -290,7 +389,7 @@ run_sh "sed -e 's/^    retries 3\$/    retries 0/' -e '/retry-on conn-failure/d'
 run docker -H "$HOST1_SSH" service update -q --detach=false --config-rm "$lb_config" \
     --config-add source=userstack_haproxy_noretry,target=/usr/local/etc/haproxy/haproxy.cfg userstack_lb
 run docker -H "$HOST1_SSH" service update -q --detach=false --env-add SHUTDOWN_DELAY_SECS=0 userstack_app
-load_start ablation --duration 180 --workers 4 --rate 15 --write-every 5 "${LB_URLS[@]/#/--url=}"
+load_start ablation --duration 180 --workers 4 --rate 15 --token-file "$TOKENS" --write-every 5 "${LB_URLS[@]/#/--url=}"
 sleep 2
 run docker -H "$HOST1_SSH" service update -q --detach=false --force userstack_app
 sleep 3
@@ -307,7 +406,7 @@ run docker -H "$HOST1_SSH" config rm userstack_haproxy_noretry
 # --- 4. automatic rollback ----------------------------------------------------------------------
 step "Figure 4: an update to an image whose health check fails is rolled back by Swarm"
 run_sh "printf 'FROM %s\nLABEL org.userstack.e2e=broken\nHEALTHCHECK --interval=2s --timeout=2s --retries=1 CMD [\"/usr/local/bin/userstack\", \"healthcheck\", \"--port\", \"1\"]\n' $APP_IMAGE | docker build -q -t $BROKEN -"
-load_start rollback --duration 240 --workers 2 --rate 10 "${LB_URLS[@]/#/--url=}"
+load_start rollback --duration 240 --workers 2 --rate 10 --token-file "$TOKENS" "${LB_URLS[@]/#/--url=}"
 t0=$(date +%s%3N)
 try "$SWARM" update "$BROKEN" || true
 T_ROLLBACK=$(secs "$t0" "$(date +%s%3N)")
@@ -325,7 +424,7 @@ expect "every running app task runs the previous image" bash -c \
 step "Figure 5: $LOST_NODE cut off under load (writes included)"
 run docker -H "$HOST1_SSH" service ps --filter desired-state=running --format 'table {{.Name}}\t{{.Node}}\t{{.CurrentState}}' userstack_app
 # Load on the nodes that stay: a client of a lost node has lost its load balancer too.
-load_start nodeloss --duration 120 --workers 4 --rate 15 --write-every 3 --created "$work/created" \
+load_start nodeloss --duration 120 --workers 4 --rate 15 --token-file "$TOKENS" --write-every 3 --created "$work/created" \
     "--url=${LB_URLS[0]}" "--url=${LB_URLS[1]}"
 sleep 3
 t0=$(date +%s%3N)
@@ -343,11 +442,10 @@ run docker -H "$HOST1_SSH" node ls
 run docker -H "$HOST1_SSH" service ps --filter desired-state=running --format 'table {{.Name}}\t{{.Node}}\t{{.CurrentState}}' userstack_app
 # Every acknowledged write is in the table (read through the API, all pages).
 created=$(sort -u "$work/created" | wc -l)
-curl -sS --max-time 20 "${LB_URLS[0]}/users?limit=1000" >"$work/all.json"
 after=""
 : >"$work/ids"
 while :; do
-    curl -sS --max-time 20 "${LB_URLS[0]}/users?limit=1000${after:+&after=$after}" >"$work/page.json"
+    curl -sS --max-time 20 -H "@$AUTH_HEADER" "${LB_URLS[0]}/users?limit=1000${after:+&after=$after}" >"$work/page.json"
     jq -r '.[].id' "$work/page.json" >>"$work/ids"
     [[ $(jq length "$work/page.json") == 1000 ]] || break
     after=$(jq -r '.[-1].id' "$work/page.json")
@@ -369,7 +467,7 @@ run docker -H "$HOST1_SSH" volume ls --filter name=userstack_pgdata
 : >"$work/ids2"
 after=""
 while :; do
-    curl -sS --max-time 20 "${LB_URLS[0]}/users?limit=1000${after:+&after=$after}" >"$work/page.json"
+    curl -sS --max-time 20 -H "@$AUTH_HEADER" "${LB_URLS[0]}/users?limit=1000${after:+&after=$after}" >"$work/page.json"
     jq -r '.[].id' "$work/page.json" >>"$work/ids2"
     [[ $(jq length "$work/page.json") == 1000 ]] || break
     after=$(jq -r '.[-1].id' "$work/page.json")

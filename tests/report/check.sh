@@ -86,7 +86,7 @@ verify "PDF has the architecture figure (its labels are text)" figure_text "$tmp
 step "Every Dockerfile and the compose file, verbatim"
 mapfile -t dockerfiles < <(git -C "$root" ls-files -- '*Dockerfile' | grep -E '(^|/)Dockerfile$|\.Dockerfile$')
 verify "the repository has at least one Dockerfile (git ls-files)" test "${#dockerfiles[@]}" -gt 0
-for file in "${dockerfiles[@]}" deploy/compose/compose.yaml deploy/swarm/stack.yaml deploy/swarm/haproxy.cfg; do
+for file in "${dockerfiles[@]}" deploy/compose/compose.yaml deploy/swarm/stack.yaml deploy/lib/swarm-services.sh deploy/swarm/haproxy.cfg; do
     verify "PDF holds $file (every line, modulo whitespace)" python3 "$textcheck" lines "$root/$file" "$tmp/pdf.txt"
 done
 verify "DOCX holds deploy/compose/compose.yaml (every line, modulo whitespace)" \
