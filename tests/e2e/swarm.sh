@@ -304,7 +304,7 @@ expect "the admin port (9000) is published on no node" admin_closed
 run docker -H "$HOST1_SSH" exec "$lb_container" bash -c 'for ip in $(getent ahostsv4 tasks.app | awk "{print \$1}" | sort -u); do
     exec 3<>/dev/tcp/$ip/9000; printf "GET /readyz HTTP/1.0\r\nHost: app\r\n\r\n" >&3
     printf "%s:9000/readyz %s\n" "$ip" "$(head -n 1 <&3 | tr -d "\r")"; exec 3<&-; done'
-ready_ok=$(grep -c ':9000/readyz HTTP/1.1 200' <<<"$RUN_OUTPUT" || true)
+ready_ok=$(grep -cE ':9000/readyz HTTP/1\.[01] 200' <<<"$RUN_OUTPUT" || true)
 expect "every app task answers /readyz on its admin port over the overlay (what HAProxy checks)" expect_eq "$app_count" "$ready_ok"
 # Redis, asked over the backend overlay (its service name, not loopback) from its own container.
 redis_node=$(dm service ps --filter desired-state=running --format '{{.Node}}' userstack_redis | head -n 1)
