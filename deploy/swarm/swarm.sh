@@ -377,7 +377,7 @@ cmd_deploy() {
     step "3. The hardening of deploy/lib/services.json, for stack deploy (deploy/lib/swarm-services.sh)"
     local hardening=$STATE/services.swarm.json
     run_sh "$root/deploy/lib/swarm-services.sh > $hardening"
-    run jq -c '.services | map_values(del(.command, .healthcheck.test))' "$hardening"
+    run jq -r '.services | to_entries[] | "\(.key): \(.value | del(.command, .healthcheck.test) | tojson)"' "$hardening"
     stack_files "$hardening"
 
     step "4. docker stack deploy: the images by digest, from the registry"
