@@ -308,7 +308,11 @@ ready_ok=$(grep -cE ':9000/readyz HTTP/1\.[01] 200' <<<"$RUN_OUTPUT" || true)
 expect "every app task answers /readyz on its admin port over the overlay (what HAProxy checks)" expect_eq "$app_count" "$ready_ok"
 # Redis, asked over the backend overlay (its service name, not loopback) from its own container.
 redis_node=$(dm service ps --filter desired-state=running --format '{{.Node}}' userstack_redis | head -n 1)
-redis_ssh=$(for i in 1 2 3; do [[ $(host_name_of "$i") == "$redis_node" ]] && v="HOST${i}_SSH" && echo "${!v}"; done)
+redis_ssh=""
+for i in 1 2 3; do
+    if [[ $(host_name_of "$i") == "$redis_node" ]]; then v="HOST${i}_SSH" && redis_ssh=${!v}; fi
+done
+[[ -n $redis_ssh ]] || die "no node runs userstack_redis"
 redis_container=$(docker -H "$redis_ssh" ps -q --filter label=com.docker.swarm.service.name=userstack_redis | head -n 1)
 try docker -H "$redis_ssh" exec "$redis_container" redis-cli -h redis ping || true
 redis_anon=$RUN_OUTPUT
