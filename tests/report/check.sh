@@ -99,9 +99,11 @@ shown_time() { sed -e 's/T/ /' -e 's/Z$/ UTC/' <<<"$1"; }
 terminal_text() { sed -E 's/\x1b\[[0-9;?]*[A-Za-z]//g' | awk -F'\r' '{print $NF}'; }
 
 step "This very run: a docker run and a docker compose up from the transcript"
+# `sed -n 1p`, not `head -n 1`: head leaves while jq still writes, and under pipefail the
+# SIGPIPE (exit 141) would end this script (seen once the transcript held seven docker runs).
 # docker run -d prints the new container's id: 64 hex digits no other run can have.
 run_record=$(jq -c 'select(.type == "command" and (.section | startswith("Task 1")) and .exit == 0
-    and (.cmd | startswith("docker run")) and (.output | test("(^|\n)[0-9a-f]{64}\n?$")))' "$transcript" | head -n 1)
+    and (.cmd | startswith("docker run")) and (.output | test("(^|\n)[0-9a-f]{64}\n?$")))' "$transcript" | sed -n 1p)
 if check "the transcript has a task-1 docker run that printed a container id" test -n "$run_record"; then
     cid=$(jq -r '.output' <<<"$run_record" | grep -oE '^[0-9a-f]{64}$' | tail -n 1)
     verify "PDF shows that docker run's container id ${cid:0:12}…" python3 "$textcheck" has "$cid" "$tmp/pdf.txt"
@@ -110,7 +112,7 @@ if check "the transcript has a task-1 docker run that printed a container id" te
     verify "DOCX shows that docker run's container id" python3 "$textcheck" has "$cid" "$tmp/docx.txt"
 fi
 up_record=$(jq -c 'select(.type == "command" and (.section | startswith("Task 2")) and .exit == 0
-    and (.cmd | test("\\bcompose\\b.*\\bup\\b")))' "$transcript" | head -n 1)
+    and (.cmd | test("\\bcompose\\b.*\\bup\\b")))' "$transcript" | sed -n 1p)
 if check "the transcript has a task-2 docker compose up" test -n "$up_record"; then
     up_time=$(shown_time "$(jq -r '.time' <<<"$up_record")")
     jq -r '.output' <<<"$up_record" | terminal_text >"$tmp/up.out"
@@ -129,7 +131,7 @@ done
 verify "PDF and transcript agree: rolling update with 0 failed" bash -c \
     "printf '%s\n' \"\$@\" | grep -qE '^rolling update: [0-9]+ requests, 0 failed'" _ "${figures[@]}"
 deploy_record=$(jq -c 'select(.type == "command" and (.section | startswith("Task 3")) and .exit == 0
-    and (.cmd | test("stack deploy --with-registry-auth")))' "$transcript" | head -n 1)
+    and (.cmd | test("stack deploy --with-registry-auth")))' "$transcript" | sed -n 1p)
 if check "the transcript has task 3's docker stack deploy" test -n "$deploy_record"; then
     verify "PDF shows that docker stack deploy's command line" \
         python3 "$textcheck" has "$(jq -r '.cmd' <<<"$deploy_record")" "$tmp/pdf.txt"
