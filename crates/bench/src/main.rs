@@ -86,10 +86,14 @@ struct Args {
     /// Use this userstack binary instead of building target/release/userstack.
     #[arg(long)]
     bin: Option<PathBuf>,
-    /// Instead of the benchmark: count the server's instructions per request on the PostgreSQL
-    /// path with callgrind over this many requests (`--rows` users), into callgrind.txt.
+    /// Instead of the benchmark: count the server's instructions per request with callgrind over
+    /// this many requests (`--rows` users), into callgrind.txt.
     #[arg(long, value_name = "REQUESTS")]
     callgrind: Option<u64>,
+    /// What --callgrind requests: `postgres` (distinct pages, cache bypassed) or `warm` (the same
+    /// page every time, from Redis).
+    #[arg(long, value_enum, default_value_t = profile::Target::Postgres)]
+    callgrind_path: profile::Target,
     /// Where the table (bench.txt) and every figure (bench.json) are written.
     #[arg(long, default_value = "out/bench")]
     out: PathBuf,
@@ -268,7 +272,13 @@ async fn run(args: Args) -> Result<()> {
     if let Some(requests) = args.callgrind {
         load_users(&db, &mut loaded, plan.rows).await?;
         let modulus = max_id(&db).await?.saturating_sub(100).max(1);
-        let text = profile::callgrind(&bin, work.path(), &bypass_env, requests, modulus, &args.out)
+        let warm_env = base_env(redis.url().to_owned(), "bench:");
+        let env = match args.callgrind_path {
+            profile::Target::Postgres => &bypass_env,
+            profile::Target::Warm => &warm_env,
+        };
+        let target = args.callgrind_path;
+        let text = profile::callgrind(&bin, work.path(), env, target, requests, modulus, &args.out)
             .await?;
         eprintln!("{text}");
         return Ok(());

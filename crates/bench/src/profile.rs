@@ -10,6 +10,35 @@ use tokio::process::Command;
 
 use crate::procs::{Proc, free_port};
 
+/// Which requests the instrumented server answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Target {
+    /// `GET /users?limit=100&after=K`, K distinct, on a server that bypasses the cache.
+    Postgres,
+    /// `GET /users?limit=100` every time, on a server with Redis: every request after the first
+    /// is a cache hit.
+    Warm,
+}
+
+impl Target {
+    fn url(self, port: u16, i: u64, step: u64, modulus: u64) -> String {
+        match self {
+            Self::Postgres => format!(
+                "http://127.0.0.1:{port}/users?limit=100&after={}",
+                i * step % modulus
+            ),
+            Self::Warm => format!("http://127.0.0.1:{port}/users?limit=100"),
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Postgres => "GET /users?limit=100 (cache bypassed, distinct after=)",
+            Self::Warm => "GET /users?limit=100 (warm: the same page from Redis)",
+        }
+    }
+}
+
 /// Runs `bin serve` under callgrind with `env` twice: once for a warm-up of 200 distinct
 /// `GET /users?limit=100&after=K` sent one after another over one keep-alive connection, once
 /// for the warm-up and `requests` more. The difference of the two counts, per request, is the
@@ -19,14 +48,23 @@ pub(crate) async fn callgrind(
     bin: &Path,
     work: &Path,
     env: &[(&str, String)],
+    target: Target,
     requests: u64,
     modulus: u64,
     out: &Path,
 ) -> Result<String> {
     const WARMUP: u64 = 200;
-    let (_, base) = instrumented_run(bin, work, env, WARMUP, modulus, "base").await?;
-    let (dump, total) =
-        instrumented_run(bin, work, env, WARMUP + requests, modulus, "measured").await?;
+    let (_, base) = instrumented_run(bin, work, env, target, WARMUP, modulus, "base").await?;
+    let (dump, total) = instrumented_run(
+        bin,
+        work,
+        env,
+        target,
+        WARMUP + requests,
+        modulus,
+        "measured",
+    )
+    .await?;
     let per_request = total.saturating_sub(base) as f64 / requests as f64;
     let annotate = std::process::Command::new("callgrind_annotate")
         .arg(&dump)
@@ -39,10 +77,11 @@ pub(crate) async fn callgrind(
         .take(40)
         .collect();
     let report = format!(
-        "callgrind: GET /users?limit=100 (cache bypassed, distinct after=), one at a time\n\
+        "callgrind: {}, one at a time\n\
          instructions (Ir) in the server: {base} for start, {WARMUP} requests and stop; {total} \
          with {requests} more: {per_request:.0} per request\n\n\
          functions by self cost in the longer run (callgrind_annotate):\n{}\n",
+        target.describe(),
         top.join("\n")
     );
     std::fs::create_dir_all(out)?;
@@ -56,6 +95,7 @@ async fn instrumented_run(
     bin: &Path,
     work: &Path,
     env: &[(&str, String)],
+    target: Target,
     requests: u64,
     modulus: u64,
     name: &str,
@@ -101,10 +141,7 @@ async fn instrumented_run(
     }
     let step = (modulus as f64 * 0.618_033_988_7) as u64 | 1;
     for i in 0..requests {
-        let url = format!(
-            "http://127.0.0.1:{port}/users?limit=100&after={}",
-            i * step % modulus
-        );
+        let url = target.url(port, i, step, modulus);
         let r = http.get(&url).send().await?;
         ensure!(r.status().is_success(), "{url}: {}", r.status());
         let body = r.bytes().await?;
