@@ -263,6 +263,11 @@ stack_env() {
     # shellcheck source=/dev/null # written by cmd_push: VAR=repo@sha256:… lines
     source "$STATE/images.env"
     set +a
+    stack_settings
+}
+
+# stack_settings : what stack.yaml interpolates besides the images (deploy and config alike).
+stack_settings() {
     HAPROXY_CFG_HASH=$(sha256sum "$here/haproxy.cfg" | cut -c1-12)
     export HAPROXY_CFG_HASH
     # The hardening file is the first compose file: relative paths in stack.yaml start here.
@@ -282,7 +287,7 @@ stack_files() {
 # config : the stack as deploy sends it; needs no swarm (the CI's stack-config stage runs it).
 cmd_config() {
     stack_files -
-    export HAPROXY_CFG_HASH=${HAPROXY_CFG_HASH:-$(sha256sum "$here/haproxy.cfg" | cut -c1-12)} SWARM_DIR=$here
+    stack_settings
     # The secret names of the last deploy, where there was one.
     if [[ -r $SECRETS_DIR/versions.env ]]; then
         set -a
@@ -305,7 +310,7 @@ swarm_secret() {
     value=$(secret_source "$name" "$SECRETS_DIR/$name") || die "no content for the secret $name"
     [[ -n $value ]] || die "the $name secret is empty"
     printf '%s\n' "$value" | write_secret "$SECRETS_DIR/$name" "" 0600 >/dev/null
-    VERSION=$(sha256sum "$SECRETS_DIR/$name" | cut -c1-12)
+    VERSION=$(secret_version "$name")
     secret=${STACK}_${name}_$VERSION
     if qm secret inspect "$secret" >/dev/null 2>&1; then
         log "secret $secret exists: kept (the same content as $SECRETS_DIR/$name)"
@@ -317,12 +322,15 @@ swarm_secret() {
     fi
 }
 
+# secret_version NAME : the digest that names the kept content of secret NAME.
+secret_version() { sha256sum "$SECRETS_DIR/$1" | cut -c1-12; }
+
 # prune_secrets : the earlier versions of the rotated secrets, once no service uses them
 # (docker secret rm refuses a secret in use; those stay until the next deploy).
 prune_secrets() {
     local name id secret keep
     for name in redis_password api_tokens; do
-        keep=${STACK}_${name}_$(sha256sum "$SECRETS_DIR/$name" | cut -c1-12)
+        keep=${STACK}_${name}_$(secret_version "$name")
         while read -r id secret; do
             [[ -n $id && $secret != "$keep" ]] || continue
             try docker -H "$(ssh_url "$(manager_addr)")" secret rm "$secret" ||

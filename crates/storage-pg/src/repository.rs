@@ -158,6 +158,20 @@ impl PgUserRepository {
         })
     }
 
+    /// The rows of one page, in id order (`list` and `list_json` decode them differently).
+    async fn list_rows(&self, page: PageRequest) -> Result<Vec<Row>> {
+        let after = page.after().map_or(i64::MIN, |a| a.0);
+        let limit = i64::from(page.limit());
+        self.deadline(async {
+            let mut conn = self.conn().await?;
+            let (client, s) = conn.prepared().await.map_err(classify)?;
+            let rows = client.query(&s.list, &[&after, &limit]).await;
+            conn.settled();
+            rows.map_err(classify)
+        })
+        .await
+    }
+
     /// Runs one operation under the client-side deadline. If the deadline passes while a
     /// statement is in flight, the connection is dropped with the future, and the pool discards
     /// it (see `PgConnection::prepared`), so a hung server pins no pooled connection.
@@ -173,13 +187,26 @@ impl PgUserRepository {
     }
 }
 
-fn user_from(row: &Row) -> User {
-    User {
+/// A row of `id, name, email, created_at, updated_at` (every statement returns these columns),
+/// borrowed from the driver's buffer.
+fn user_ref(row: &Row) -> UserRef<'_> {
+    UserRef {
         id: UserId(row.get(0)),
         name: row.get(1),
         email: row.get(2),
         created_at: row.get(3),
         updated_at: row.get(4),
+    }
+}
+
+fn user_from(row: &Row) -> User {
+    let user = user_ref(row);
+    User {
+        id: user.id,
+        name: user.name.to_owned(),
+        email: user.email.to_owned(),
+        created_at: user.created_at,
+        updated_at: user.updated_at,
     }
 }
 
@@ -213,41 +240,16 @@ impl UserRepository for PgUserRepository {
     }
 
     async fn list(&self, page: PageRequest) -> Result<Vec<User>> {
-        let after = page.after().map_or(i64::MIN, |a| a.0);
-        let limit = i64::from(page.limit());
-        self.deadline(async {
-            let mut conn = self.conn().await?;
-            let (client, s) = conn.prepared().await.map_err(classify)?;
-            let rows = client.query(&s.list, &[&after, &limit]).await;
-            conn.settled();
-            Ok(rows.map_err(classify)?.iter().map(user_from).collect())
-        })
-        .await
+        Ok(self.list_rows(page).await?.iter().map(user_from).collect())
     }
 
     /// Written from the rows' own buffers: no `String` per name and email, no `User` per row.
     async fn list_json(&self, page: PageRequest) -> Result<PageJson> {
-        let probe = page.probe();
-        let after = probe.after().map_or(i64::MIN, |a| a.0);
-        let limit = i64::from(probe.limit());
-        self.deadline(async {
-            let mut conn = self.conn().await?;
-            let (client, s) = conn.prepared().await.map_err(classify)?;
-            let rows = client.query(&s.list, &[&after, &limit]).await;
-            conn.settled();
-            let mut writer = PageWriter::new(page);
-            for row in &rows.map_err(classify)? {
-                writer.push(UserRef {
-                    id: UserId(row.get(0)),
-                    name: row.get(1),
-                    email: row.get(2),
-                    created_at: row.get(3),
-                    updated_at: row.get(4),
-                })?;
-            }
-            Ok(writer.finish())
-        })
-        .await
+        let mut writer = PageWriter::new(page);
+        for row in &self.list_rows(page.probe()).await? {
+            writer.push(user_ref(row))?;
+        }
+        Ok(writer.finish())
     }
 
     async fn update(&self, id: UserId, patch: &UserPatch) -> Result<Option<User>> {
