@@ -111,6 +111,8 @@ pub(crate) struct Measurement {
     pub(crate) cores: Cores,
     /// Share of cache reads Redis answered; `None` when the path read no cache.
     pub(crate) hit_rate: Option<f64>,
+    /// The share of cache reads answered from the server's memory (a part of `hit_rate`).
+    pub(crate) memory_rate: Option<f64>,
     pub(crate) cache_errors: Option<u64>,
     /// Most PostgreSQL connections in the server's pool, sampled every 0.5 s.
     pub(crate) pg_pool_peak: Option<u64>,
@@ -235,13 +237,14 @@ impl Bench {
             .server
             .filter(|_| requests > 0)
             .map(|_| (cpu_after[0] - cpu_before[0]) as f64 / self.hz * 1e6 / requests as f64);
-        let (hit_rate, cache_errors) = match (cache_before, cache_after) {
+        let (hit_rate, memory_rate, cache_errors) = match (cache_before, cache_after) {
             (Some(b), Some(a)) => {
-                let d: Vec<u64> = (0..4).map(|i| a[i].saturating_sub(b[i])).collect();
-                let reads = d[0] + d[1] + d[2];
-                ((reads > 0).then(|| d[0] as f64 / reads as f64), Some(d[3]))
+                let d: Vec<u64> = (0..5).map(|i| a[i].saturating_sub(b[i])).collect();
+                let reads = d[0] + d[1] + d[2] + d[3];
+                let share = |n: u64| (reads > 0).then(|| n as f64 / reads as f64);
+                (share(d[0] + d[1]), share(d[0]), Some(d[4]))
             }
-            _ => (None, None),
+            _ => (None, None, None),
         };
         let pick = |f: fn(&Run) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
         let rates: Vec<f64> = runs.iter().map(|r| r.rps).collect();
@@ -260,6 +263,7 @@ impl Bench {
             us_per_req,
             cores,
             hit_rate,
+            memory_rate,
             cache_errors,
             pg_pool_peak: watch.metrics.as_ref().map(|_| pool_peak),
             rss_peak_mib: watch.server.map(|_| rss_peak as f64 / 1024.0),
@@ -285,11 +289,14 @@ impl Bench {
         ]
     }
 
-    /// `[hit, miss, bypass, error]` from the userstack server's `/metrics`.
-    async fn cache_counts(&self, watch: &Watch) -> Option<[u64; 4]> {
+    /// `[memory_hit, hit, miss, bypass, error]` from the userstack server's `/metrics`.
+    async fn cache_counts(&self, watch: &Watch) -> Option<[u64; 5]> {
         let text = self.metrics_text(watch).await?;
-        let mut out = [0; 4];
-        for (i, result) in ["hit", "miss", "bypass", "error"].iter().enumerate() {
+        let mut out = [0; 5];
+        for (i, result) in ["memory_hit", "hit", "miss", "bypass", "error"]
+            .iter()
+            .enumerate()
+        {
             out[i] = metric(
                 &text,
                 &format!("userstack_cache_operations_total{{result=\"{result}\"}}"),

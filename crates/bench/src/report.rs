@@ -158,6 +158,7 @@ impl Report {
                 ("p99.9 ms", 8, true),
                 ("req/s range", 11, false),
                 ("hits", 4, true),
+                ("mem", 4, true),
                 ("c.err", 5, true),
                 ("PG", 3, true),
                 ("us/req", 6, true),
@@ -183,7 +184,8 @@ impl Report {
              Ceilings: nginx ({} workers, keep-alive, no access log, sendfile) serving the warm page's\n\
              bytes as a file; pgbench with 16 connections (the server's pool) running the server's\n\
              statement, prepared. req/s range: min-max over the runs. hits: share of cache reads\n\
-             Redis answered. c.err: failed Redis calls. PG: most connections in the server's pool.\n\
+             answered by a cache; mem: of those, from the server's memory (the rest: Redis). c.err:\n\
+             failed Redis calls. PG: most connections in the server's pool.\n\
              us/req: server CPU per request (for a ceiling: nginx's). cores: CPU of the server, PostgreSQL,\n\
              Redis, the load generator (wrk or pgbench), and everything else.",
             std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -458,9 +460,12 @@ fn path_line(w: &mut String, label: &str, m: &Measurement, ceiling: &str, ratio:
     let hits = m
         .hit_rate
         .map_or("-".into(), |h| format!("{:.0}%", h * 100.0));
+    let memory = m
+        .memory_rate
+        .map_or("-".into(), |h| format!("{:.0}%", h * 100.0));
     let _ = writeln!(
         w,
-        "| {label:<52} | {:>7.0} | {ceiling:>7} | {ratio:>9} | {:>6.2} | {:>6.2} | {:>8.2} | {:<11} | {hits:>4} | {:>5} | {:>3} | {:>6} | {:<25} |",
+        "| {label:<52} | {:>7.0} | {ceiling:>7} | {ratio:>9} | {:>6.2} | {:>6.2} | {:>8.2} | {:<11} | {hits:>4} | {memory:>4} | {:>5} | {:>3} | {:>6} | {:<25} |",
         m.rps,
         m.p50_ms,
         m.p99_ms,

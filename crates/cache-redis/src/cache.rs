@@ -6,6 +6,8 @@ use async_trait::async_trait;
 use bb8::{Pool, PooledConnection, RunError};
 use bb8_redis::RedisConnectionManager;
 use bb8_redis::redis::{self, FromRedisValue, IntoConnectionInfo, RedisError};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
 use userstack_core::{Cache, Error as CoreError, Result};
 
 use crate::error::Error;
@@ -55,8 +57,18 @@ impl std::fmt::Debug for RedisSettings {
 #[derive(Debug, Clone)]
 pub struct RedisCache {
     pool: Pool<Manager>,
+    /// For the subscriptions of [`Cache::watch`], each on a connection of its own.
+    client: redis::Client,
     prefix: String,
 }
+
+/// `INCR` and `PUBLISH` of the new value to the channel named like the key, atomically: a
+/// watcher never sees the values out of order, and no increment goes unannounced.
+const INCR_AND_ANNOUNCE: &str =
+    "local v = redis.call('INCR', KEYS[1]) redis.call('PUBLISH', KEYS[1], v) return v";
+
+/// Announcements a watcher may fall behind by before its watch is ended.
+const WATCH_BACKLOG: usize = 64;
 
 impl RedisCache {
     /// Builds the pool without connecting, so the server starts while Redis is down.
@@ -70,6 +82,7 @@ impl RedisCache {
             let redis = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(redis);
         }
+        let client = redis::Client::open(info.clone()).map_err(Error::InvalidUrl)?;
         let manager = RedisConnectionManager::new(info).map_err(Error::InvalidUrl)?;
         let pool = Pool::builder()
             .max_size(settings.pool_size)
@@ -80,6 +93,7 @@ impl RedisCache {
             .build_unchecked(Manager::new(manager));
         Ok(Self {
             pool,
+            client,
             prefix: settings.key_prefix,
         })
     }
@@ -129,9 +143,33 @@ impl Cache for RedisCache {
     }
 
     async fn incr(&self, key: &str) -> Result<i64> {
-        let mut cmd = redis::cmd("INCR");
-        cmd.arg(self.key(key));
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(INCR_AND_ANNOUNCE).arg(1).arg(self.key(key));
         self.run(cmd).await
+    }
+
+    async fn watch(&self, key: &str) -> Result<mpsc::Receiver<i64>> {
+        let mut pubsub = self.client.get_async_pubsub().await.map_err(unavailable)?;
+        pubsub.subscribe(self.key(key)).await.map_err(unavailable)?;
+        let (sender, receiver) = mpsc::channel(WATCH_BACKLOG);
+        tokio::spawn(async move {
+            let mut messages = pubsub.into_on_message();
+            loop {
+                let message = tokio::select! {
+                    () = sender.closed() => break,
+                    message = messages.next() => message,
+                };
+                // The connection ended, or something other than our script published here:
+                // either way the watcher can no longer trust the sequence, so the watch ends.
+                let Some(Ok(value)) = message.map(|m| m.get_payload::<i64>()) else {
+                    break;
+                };
+                if sender.try_send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(receiver)
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

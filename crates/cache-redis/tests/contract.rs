@@ -57,6 +57,34 @@ async fn a_restarted_redis_is_used_again_without_a_new_pool() {
     );
 }
 
+/// What the service's memory relies on: another client's increments are announced to this one's
+/// watch, in order, and the watch ends (its receiver closes) when Redis goes away.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_hears_every_client_and_ends_when_redis_goes_away() {
+    let server = TestRedis::start_private();
+    let watcher = RedisCache::new(server.settings("watch")).unwrap();
+    let writer = RedisCache::new(server.settings("watch")).unwrap();
+    let elsewhere = RedisCache::new(server.settings("other-app")).unwrap();
+    let mut watch = watcher.watch("generation").await.unwrap();
+
+    elsewhere.incr("generation").await.unwrap();
+    for expected in 1..=50 {
+        assert_eq!(writer.incr("generation").await.unwrap(), expected);
+    }
+    for expected in 1..=50 {
+        let announced = tokio::time::timeout(Duration::from_secs(5), watch.recv()).await;
+        assert_eq!(
+            announced,
+            Ok(Some(expected)),
+            "another prefix is another channel"
+        );
+    }
+
+    server.stop();
+    let ended = tokio::time::timeout(Duration::from_secs(5), watch.recv()).await;
+    assert_eq!(ended, Ok(None), "the watch must end with the connection");
+}
+
 /// A Redis with `requirepass`: the adapter authenticates with the password from its settings
 /// (not from the URL), and a client without it is refused.
 #[tokio::test(flavor = "multi_thread")]

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::mpsc;
 
 use crate::error::Result;
 
@@ -24,8 +25,15 @@ pub trait Cache: Send + Sync + 'static {
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()>;
 
     /// Atomically increments the integer under `key` (missing counts as 0) and returns the new
-    /// value. The counter itself never expires.
+    /// value, which is also announced to every [`Cache::watch`] of `key`. The counter itself
+    /// never expires.
     async fn incr(&self, key: &str) -> Result<i64>;
+
+    /// The values [`Cache::incr`] gives `key` from now on, in order, from any client of this
+    /// cache. The receiver is closed when the subscription is lost (the connection broke, the
+    /// cache was switched off) or the receiver fell behind: values may have been missed then,
+    /// and the caller subscribes again. Dropping the receiver ends the subscription.
+    async fn watch(&self, key: &str) -> Result<mpsc::Receiver<i64>>;
 
     /// Removes `key`; removing a missing key is not an error.
     async fn delete(&self, key: &str) -> Result<()>;

@@ -27,17 +27,20 @@
 //! succeeded. Other replicas learn of such a write only through that increment, or the TTL.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
+
+use bytes::Bytes;
 
 use crate::cache::Cache;
 use crate::config::ServiceConfig;
 use crate::error::{Error, Result};
+use crate::local_cache::{self, LocalCache};
 use crate::stats::{CacheStats, CacheStatsSnapshot};
 use crate::user::UserId;
 
-const GENERATION_KEY: &str = "users:generation";
+pub(crate) const GENERATION_KEY: &str = "users:generation";
 
 /// What one cache key holds: the JSON body the API sends, the cursor of the next page when the
 /// body is a page, and the generation it was read under.
@@ -47,7 +50,8 @@ const GENERATION_KEY: &str = "users:generation";
 pub(crate) struct Entry {
     pub generation: i64,
     pub cursor: Option<UserId>,
-    pub body: Vec<u8>,
+    /// Shared, not copied, by every response that sends it.
+    pub body: Bytes,
 }
 
 impl Entry {
@@ -62,7 +66,7 @@ impl Entry {
 
     /// `None` for anything [`Entry::encode`] did not write (another version's format, garbage):
     /// the caller treats it as absent.
-    pub(crate) fn decode(mut raw: Vec<u8>) -> Option<Self> {
+    pub(crate) fn decode(raw: Vec<u8>) -> Option<Self> {
         let newline = raw.iter().position(|&b| b == b'\n')?;
         let header = std::str::from_utf8(&raw[..newline]).ok()?;
         let (generation, cursor) = header.split_once(' ')?;
@@ -71,11 +75,10 @@ impl Entry {
             "-" => None,
             digits => Some(UserId(digits.parse().ok()?)),
         };
-        raw.drain(..=newline);
         Some(Self {
             generation,
             cursor,
-            body: raw,
+            body: Bytes::from(raw).slice(newline + 1..),
         })
     }
 }
@@ -83,13 +86,8 @@ impl Entry {
 /// A value that can be cached, as the cursor and body of an [`Entry`].
 pub(crate) trait Cacheable: Sized {
     /// The next page's cursor (`None` but for pages) and the JSON body the API sends.
-    fn encode(&self) -> Result<(Option<UserId>, Vec<u8>)>;
-    /// [`Cacheable::encode`], for a value that is no longer needed (one already encoded can
-    /// give its bytes away instead of copying them).
-    fn into_encoded(self) -> Result<(Option<UserId>, Vec<u8>)> {
-        self.encode()
-    }
-    fn decode(cursor: Option<UserId>, body: Vec<u8>) -> Result<Self>;
+    fn encode(&self) -> Result<(Option<UserId>, Bytes)>;
+    fn decode(cursor: Option<UserId>, body: Bytes) -> Result<Self>;
 }
 
 /// What a cache-aside read found.
@@ -110,7 +108,7 @@ impl<T: Cacheable> Fetched<T> {
     }
 
     /// The cursor and body, encoded only if that has not happened yet.
-    pub(crate) fn into_encoded(self) -> Result<(Option<UserId>, Vec<u8>)> {
+    pub(crate) fn into_encoded(self) -> Result<(Option<UserId>, Bytes)> {
         match self {
             Self::Hit(entry)
             | Self::Loaded {
@@ -120,16 +118,19 @@ impl<T: Cacheable> Fetched<T> {
             Self::Loaded {
                 value,
                 stored: None,
-            } => value.into_encoded(),
+            } => value.encode(),
         }
     }
 }
 
 /// The cache-aside machinery over one [`Cache`]: bounded calls, backoff after failures, the
-/// generation, and the bookkeeping of missed invalidations.
+/// generation, the bookkeeping of missed invalidations, and the entries kept in memory.
 pub(crate) struct CacheAside {
     cache: Arc<dyn Cache>,
     config: ServiceConfig,
+    local: Arc<LocalCache>,
+    /// The task keeping `local`'s generation current, started by the first read.
+    watcher: OnceLock<AbortOnDrop>,
     stats: CacheStats,
     /// Set when a cache call failed: the cache is bypassed until `retry_at_ms`.
     broken: AtomicBool,
@@ -145,6 +146,8 @@ pub(crate) struct CacheAside {
 impl CacheAside {
     pub(crate) fn new(cache: Arc<dyn Cache>, config: ServiceConfig) -> Self {
         Self {
+            local: Arc::new(LocalCache::new(&config)),
+            watcher: OnceLock::new(),
             cache,
             config,
             stats: CacheStats::default(),
@@ -166,7 +169,10 @@ impl CacheAside {
     }
 
     pub(crate) fn stats(&self) -> CacheStatsSnapshot {
-        self.stats.snapshot()
+        CacheStatsSnapshot {
+            local_bytes: self.local.bytes() as u64,
+            ..self.stats.snapshot()
+        }
     }
 
     pub(crate) fn is_broken(&self) -> bool {
@@ -194,6 +200,11 @@ impl CacheAside {
     {
         let mut generation = None;
         if self.usable().await {
+            if let Some(entry) = self.local.get(key) {
+                CacheStats::count(&self.stats.local_hits);
+                return Ok(Fetched::Hit(entry));
+            }
+            self.start_watching();
             match self
                 .bounded(self.cache.get_many(&[GENERATION_KEY, key]))
                 .await
@@ -204,6 +215,7 @@ impl CacheAside {
                     match cached.and_then(Entry::decode) {
                         Some(entry) if entry.generation == current => {
                             CacheStats::count(&self.stats.hits);
+                            self.local.put(key, &entry);
                             return Ok(Fetched::Hit(entry));
                         }
                         _ => CacheStats::count(&self.stats.misses),
@@ -231,8 +243,9 @@ impl CacheAside {
         };
         let raw = entry.encode();
         let stored = self.cache.set(key, &raw, self.config.cache_ttl);
-        if let Err(e) = self.bounded(stored).await {
-            self.failed(&e);
+        match self.bounded(stored).await {
+            Ok(()) => self.local.put(key, &entry),
+            Err(e) => self.failed(&e),
         }
         Ok(Fetched::Loaded {
             value,
@@ -265,9 +278,24 @@ impl CacheAside {
             self.missed.fetch_add(1, Ordering::AcqRel);
             return;
         }
-        if let Err(e) = self.bounded(self.cache.incr(GENERATION_KEY)).await {
-            self.missed.fetch_add(1, Ordering::AcqRel);
-            self.failed(&e);
+        match self.bounded(self.cache.incr(GENERATION_KEY)).await {
+            Ok(generation) => {
+                self.local.observe(generation);
+            }
+            Err(e) => {
+                self.missed.fetch_add(1, Ordering::AcqRel);
+                self.failed(&e);
+            }
+        }
+    }
+
+    /// Starts the task that keeps memory's generation current, once, if memory is used at all.
+    fn start_watching(&self) {
+        if self.local.enabled() && self.watcher.get().is_none() {
+            let task =
+                local_cache::watch(self.local.clone(), self.cache.clone(), self.config.clone());
+            // A second reader racing here spawns a task that is aborted at once.
+            let _ = self.watcher.set(AbortOnDrop(tokio::spawn(task)));
         }
     }
 
@@ -277,6 +305,7 @@ impl CacheAside {
 
     fn failed(&self, error: &Error) {
         CacheStats::count(&self.stats.errors);
+        self.local.distrust();
         let backoff = self.config.cache_backoff.as_millis() as u64;
         // The deadline first: a reader that sees the flag must not see an old, passed deadline.
         self.retry_at_ms
@@ -304,14 +333,28 @@ impl CacheAside {
         // cache before an increment has landed would serve what the missed write changed.
         let missed = self.missed.load(Ordering::Acquire);
         if self.resynced.load(Ordering::Acquire) < missed {
-            if let Err(e) = self.bounded(self.cache.incr(GENERATION_KEY)).await {
-                self.failed(&e);
-                return false;
+            match self.bounded(self.cache.incr(GENERATION_KEY)).await {
+                Ok(generation) => {
+                    self.local.observe(generation);
+                }
+                Err(e) => {
+                    self.failed(&e);
+                    return false;
+                }
             }
             self.resynced.fetch_max(missed, Ordering::AcqRel);
             tracing::info!("cache re-synchronised: writes made while it was unusable are visible");
         }
         true
+    }
+}
+
+/// Aborts the task when the service is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -333,7 +376,7 @@ impl Drop for MissedOnDrop<'_> {
     }
 }
 
-fn parse_generation(raw: Option<&[u8]>) -> i64 {
+pub(crate) fn parse_generation(raw: Option<&[u8]>) -> i64 {
     raw.and_then(|r| std::str::from_utf8(r).ok()?.parse().ok())
         .unwrap_or(0)
 }
@@ -348,17 +391,17 @@ mod tests {
             Entry {
                 generation: 0,
                 cursor: None,
-                body: b"{\"id\":1}\n".to_vec(),
+                body: Bytes::from_static(b"{\"id\":1}\n"),
             },
             Entry {
                 generation: -3,
                 cursor: Some(UserId(42)),
-                body: b"[]".to_vec(),
+                body: Bytes::from_static(b"[]"),
             },
             Entry {
                 generation: i64::MAX,
                 cursor: None,
-                body: Vec::new(),
+                body: Bytes::new(),
             },
         ] {
             assert_eq!(Entry::decode(entry.encode()), Some(entry));

@@ -15,6 +15,12 @@ pub struct ServiceConfig {
     pub cache_backoff: Duration,
     /// Longest wait for the store's readiness probe.
     pub store_ping_timeout: Duration,
+    /// Most bytes of cached entries kept in this process's memory, in front of the shared cache;
+    /// 0 keeps none (every read asks the shared cache). See `local_cache` for the coherence rules.
+    pub local_cache_bytes: usize,
+    /// How often the generation is checked while entries are served from memory; memory is
+    /// trusted for three checks after the last good one.
+    pub local_cache_check: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -24,6 +30,8 @@ impl Default for ServiceConfig {
             cache_timeout: Duration::from_millis(100),
             cache_backoff: Duration::from_secs(1),
             store_ping_timeout: Duration::from_secs(2),
+            local_cache_bytes: 16 << 20,
+            local_cache_check: Duration::from_millis(100),
         }
     }
 }

@@ -103,7 +103,7 @@ impl PageWriter {
     pub fn finish(mut self) -> PageJson {
         self.out.push(b']');
         PageJson {
-            body: self.out,
+            body: self.out.into(),
             next_after: if self.more { self.last } else { None },
         }
     }
@@ -238,6 +238,6 @@ mod tests {
             last.push(row.into()).unwrap();
         }
         assert_eq!(last.finish().next_after, None);
-        assert_eq!(PageWriter::new(request).finish().body, b"[]");
+        assert_eq!(PageWriter::new(request).finish().body, &b"[]"[..]);
     }
 }

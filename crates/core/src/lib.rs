@@ -37,6 +37,7 @@ mod config;
 pub mod demo;
 pub mod error;
 pub mod json;
+mod local_cache;
 pub mod memory;
 pub mod page;
 mod readiness;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
+use tokio::sync::mpsc;
 
 use crate::cache::Cache;
 use crate::error::{Error, Result};
@@ -128,6 +129,9 @@ impl UserRepository for InMemoryUserRepository {
     }
 }
 
+/// Announcements a watcher may fall behind by before its watch is ended.
+const WATCH_BACKLOG: usize = 64;
+
 /// A value and when it expires (`None`: never).
 type Entries = HashMap<String, (Vec<u8>, Option<Instant>)>;
 
@@ -135,6 +139,7 @@ type Entries = HashMap<String, (Vec<u8>, Option<Instant>)>;
 #[derive(Debug, Default)]
 pub struct InMemoryCache {
     entries: Mutex<Entries>,
+    watchers: Mutex<HashMap<String, Vec<mpsc::Sender<i64>>>>,
     failing: AtomicBool,
     stalled: AtomicBool,
 }
@@ -145,8 +150,12 @@ impl InMemoryCache {
     }
 
     /// While `true`, every call fails at once with [`Error::CacheUnavailable`].
+    /// Switching it on also ends every watch, like a dropped connection.
     pub fn set_failing(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
+        if failing {
+            lock(&self.watchers).clear();
+        }
     }
 
     /// While `true`, every call hangs (until the caller's timeout), like a cache behind a
@@ -155,9 +164,11 @@ impl InMemoryCache {
         self.stalled.store(stalled, Ordering::SeqCst);
     }
 
-    /// Removes every entry, like a cache server that restarted without persistence.
+    /// Removes every entry and ends every watch, like a cache server that restarted without
+    /// persistence.
     pub fn clear(&self) {
         lock(&self.entries).clear();
+        lock(&self.watchers).clear();
     }
 
     async fn entries(&self) -> Result<MutexGuard<'_, Entries>> {
@@ -205,7 +216,21 @@ impl Cache for InMemoryCache {
         };
         let next = current + 1;
         entries.insert(key.to_owned(), (next.to_string().into_bytes(), None));
+        // Announced under the entries' lock, so that watchers see the values in order.
+        if let Some(watchers) = lock(&self.watchers).get_mut(key) {
+            watchers.retain(|w| w.try_send(next).is_ok());
+        }
         Ok(next)
+    }
+
+    async fn watch(&self, key: &str) -> Result<mpsc::Receiver<i64>> {
+        let _entries = self.entries().await?;
+        let (sender, receiver) = mpsc::channel(WATCH_BACKLOG);
+        lock(&self.watchers)
+            .entry(key.to_owned())
+            .or_default()
+            .push(sender);
+        Ok(receiver)
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

@@ -74,7 +74,8 @@ pub struct Page {
 /// A page already serialised: the JSON array of users the API sends, and the next page's cursor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageJson {
-    pub body: Vec<u8>,
+    /// Shared with the cache's copy in memory, when there is one.
+    pub body: bytes::Bytes,
     pub next_after: Option<UserId>,
 }
 

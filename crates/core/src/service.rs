@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::cache::Cache;
 use crate::cache_aside::{CacheAside, Cacheable, Fetched};
 use crate::config::ServiceConfig;
@@ -68,7 +70,7 @@ impl UserService {
     }
 
     /// The user as the JSON object the API sends; a cache hit is returned as stored.
-    pub async fn get_user_json(&self, id: UserId) -> Result<Vec<u8>> {
+    pub async fn get_user_json(&self, id: UserId) -> Result<Bytes> {
         let (_, body) = self.fetch_user(id).await?.into_encoded()?;
         if body.is_empty() {
             return Err(Error::NotFound(id));
@@ -154,15 +156,15 @@ fn page_key(page: PageRequest) -> String {
 
 /// A user by id, or its absence, cached as its JSON object (absence: an empty body).
 impl Cacheable for Option<User> {
-    fn encode(&self) -> Result<(Option<UserId>, Vec<u8>)> {
+    fn encode(&self) -> Result<(Option<UserId>, Bytes)> {
         let body = match self {
-            Some(user) => json::user(user.into())?,
-            None => Vec::new(),
+            Some(user) => json::user(user.into())?.into(),
+            None => Bytes::new(),
         };
         Ok((None, body))
     }
 
-    fn decode(_: Option<UserId>, body: Vec<u8>) -> Result<Self> {
+    fn decode(_: Option<UserId>, body: Bytes) -> Result<Self> {
         if body.is_empty() {
             return Ok(None);
         }
@@ -174,27 +176,23 @@ impl Cacheable for Option<User> {
 
 /// A page already written as JSON, cached as it is.
 impl Cacheable for PageJson {
-    fn encode(&self) -> Result<(Option<UserId>, Vec<u8>)> {
+    fn encode(&self) -> Result<(Option<UserId>, Bytes)> {
         Ok((self.next_after, self.body.clone()))
     }
 
-    fn into_encoded(self) -> Result<(Option<UserId>, Vec<u8>)> {
-        Ok((self.next_after, self.body))
-    }
-
-    fn decode(next_after: Option<UserId>, body: Vec<u8>) -> Result<Self> {
+    fn decode(next_after: Option<UserId>, body: Bytes) -> Result<Self> {
         Ok(Self { body, next_after })
     }
 }
 
 /// A page, cached as its JSON array and the next page's cursor.
 impl Cacheable for Page {
-    fn encode(&self) -> Result<(Option<UserId>, Vec<u8>)> {
+    fn encode(&self) -> Result<(Option<UserId>, Bytes)> {
         let body = json::users(self.users.iter().map(UserRef::from))?;
-        Ok((self.next_after, body))
+        Ok((self.next_after, body.into()))
     }
 
-    fn decode(next_after: Option<UserId>, body: Vec<u8>) -> Result<Self> {
+    fn decode(next_after: Option<UserId>, body: Bytes) -> Result<Self> {
         let users = serde_json::from_slice(&body).map_err(Error::internal)?;
         Ok(Self { users, next_after })
     }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Default)]
 pub(crate) struct CacheStats {
     pub(crate) hits: AtomicU64,
+    pub(crate) local_hits: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) bypassed: AtomicU64,
@@ -14,14 +15,18 @@ pub(crate) struct CacheStats {
 /// A point-in-time copy of the cache counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStatsSnapshot {
-    /// Reads answered from the cache.
+    /// Reads answered by the shared cache.
     pub hits: u64,
+    /// Reads answered from this process's memory (entries the shared cache vouches for).
+    pub local_hits: u64,
     /// Reads the cache could not answer (absent or stale), answered by the store.
     pub misses: u64,
     /// Cache calls that failed or timed out.
     pub errors: u64,
     /// Reads that skipped the cache because it had failed recently.
     pub bypassed: u64,
+    /// Bytes of entries held in this process's memory now.
+    pub local_bytes: u64,
 }
 
 impl CacheStats {
@@ -32,9 +37,11 @@ impl CacheStats {
     pub(crate) fn snapshot(&self) -> CacheStatsSnapshot {
         CacheStatsSnapshot {
             hits: self.hits.load(Ordering::Relaxed),
+            local_hits: self.local_hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             bypassed: self.bypassed.load(Ordering::Relaxed),
+            local_bytes: 0,
         }
     }
 }

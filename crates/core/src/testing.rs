@@ -90,7 +90,7 @@ pub async fn user_repository_contract(repo: &dyn UserRepository) {
         let request = PageRequest::new(Some(limit), after.map(|a| a.0)).unwrap();
         let page = repo.list_json(request).await.unwrap();
         assert_eq!(
-            String::from_utf8(page.body).unwrap(),
+            String::from_utf8(page.body.to_vec()).unwrap(),
             serde_json::to_string(expected).unwrap(),
             "list_json({limit}, {after:?})"
         );
@@ -170,11 +170,22 @@ pub async fn cache_contract(cache: &dyn Cache) {
         "a value must expire after its ttl"
     );
 
-    // counters
+    // counters, and their announcements
     let counter = "contract:counter";
     cache.delete(counter).await.unwrap();
+    let mut watch = cache.watch(counter).await.expect("watch");
+    let mut other = cache.watch("contract:other").await.expect("watch");
     assert_eq!(cache.incr(counter).await.unwrap(), 1);
     assert_eq!(cache.incr(counter).await.unwrap(), 2);
+    for expected in [1, 2] {
+        let announced = tokio::time::timeout(Duration::from_secs(5), watch.recv()).await;
+        assert_eq!(
+            announced,
+            Ok(Some(expected)),
+            "incr announces each new value, in order"
+        );
+    }
+    assert!(other.try_recv().is_err(), "a watch hears only its own key");
     assert_eq!(
         cache.get_many(&[counter]).await.unwrap(),
         vec![Some(b"2".to_vec())],

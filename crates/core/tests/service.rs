@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use userstack_core::memory::{InMemoryCache, InMemoryUserRepository};
 use userstack_core::{
-    Cache, CacheDemo, Error, NewUser, PageRequest, Result, ServiceConfig, User, UserId, UserPatch,
-    UserRepository, UserService,
+    Cache, CacheDemo, CacheStatsSnapshot, Error, NewUser, PageRequest, Result, ServiceConfig, User,
+    UserId, UserPatch, UserRepository, UserService,
 };
 
 struct Fixture {
@@ -42,6 +42,11 @@ impl Fixture {
     }
 }
 
+/// Reads a cache answered: from the shared cache, or from the service's memory in front of it.
+fn hits(stats: CacheStatsSnapshot) -> u64 {
+    stats.hits + stats.local_hits
+}
+
 fn new_user(name: &str, email: &str) -> NewUser {
     NewUser::parse(name, email).unwrap()
 }
@@ -53,12 +58,12 @@ async fn reads_are_served_from_the_cache_once_warm() {
 
     assert_eq!(f.service.get_user(ada.id).await.unwrap(), ada);
     let stats = f.service.cache_stats();
-    assert_eq!((stats.hits, stats.misses), (0, 1));
+    assert_eq!((hits(stats), stats.misses), (0, 1));
 
     // The store is gone, yet the warm cache still answers: proof the read came from the cache.
     f.repo.set_unavailable(true);
     assert_eq!(f.service.get_user(ada.id).await.unwrap(), ada);
-    assert_eq!(f.service.cache_stats().hits, 1);
+    assert_eq!(hits(f.service.cache_stats()), 1);
 }
 
 #[tokio::test]
@@ -162,8 +167,8 @@ async fn refused_writes_do_not_touch_the_cache_and_report_the_right_error() {
     let before = f.service.cache_stats();
     f.service.get_user(ada.id).await.unwrap();
     assert_eq!(
-        f.service.cache_stats().hits,
-        before.hits + 1,
+        hits(f.service.cache_stats()),
+        hits(before) + 1,
         "writes that changed nothing invalidate nothing"
     );
 
@@ -209,6 +214,9 @@ impl Cache for DelayedCache {
     async fn incr(&self, key: &str) -> Result<i64> {
         sleep_ms(&self.incr_delay_ms).await;
         self.inner.incr(key).await
+    }
+    async fn watch(&self, key: &str) -> Result<tokio::sync::mpsc::Receiver<i64>> {
+        self.inner.watch(key).await
     }
     async fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key).await
@@ -335,13 +343,13 @@ async fn writes_during_a_cache_outage_are_not_hidden_when_it_returns() {
         f.service.get_user(ada.id).await.unwrap().name,
         "Ada (offline edit)"
     );
-    let before = f.service.cache_stats().hits;
+    let before = hits(f.service.cache_stats());
     assert_eq!(
         f.service.get_user(ada.id).await.unwrap().name,
         "Ada (offline edit)"
     );
     assert_eq!(
-        f.service.cache_stats().hits,
+        hits(f.service.cache_stats()),
         before + 1,
         "and it serves hits again"
     );
@@ -395,9 +403,9 @@ async fn json_reads_are_the_typed_reads_serialised_and_hits_are_the_stored_bytes
     assert_eq!(cold.next_after, typed.next_after);
     assert_eq!(cold.next_after, Some(ada.id));
 
-    let hits = f.service.cache_stats().hits;
+    let before = hits(f.service.cache_stats());
     let warm = f.service.list_users_json(request).await.unwrap();
-    assert_eq!(f.service.cache_stats().hits, hits + 1);
+    assert_eq!(hits(f.service.cache_stats()), before + 1);
     assert_eq!(warm, cold, "a hit returns exactly what was stored");
 
     let one = f.service.get_user_json(ada.id).await.unwrap();
@@ -434,7 +442,7 @@ async fn a_failed_read_alone_does_not_throw_the_cache_away() {
     let before = f.service.cache_stats();
     f.service.get_user(ada.id).await.unwrap();
     let after = f.service.cache_stats();
-    assert_eq!(after.hits, before.hits + 1, "{before:?} -> {after:?}");
+    assert_eq!(hits(after), hits(before) + 1, "{before:?} -> {after:?}");
 }
 
 #[tokio::test]
@@ -518,4 +526,119 @@ async fn a_write_that_failed_but_may_have_committed_still_invalidates() {
     let failed = service.update_user(ada.id, rename("Ada v2")).await;
     assert!(matches!(failed, Err(Error::StoreUnavailable(_))));
     assert_eq!(service.get_user(ada.id).await.unwrap().name, "Ada v2");
+}
+
+/// Two replicas over one store and one shared cache, each keeping entries in memory.
+fn replicas(check: Duration) -> (Arc<InMemoryCache>, UserService, UserService) {
+    let repo = Arc::new(InMemoryUserRepository::new());
+    let cache = Arc::new(InMemoryCache::new());
+    let config = ServiceConfig {
+        cache_timeout: Duration::from_millis(50),
+        cache_backoff: Duration::from_millis(200),
+        local_cache_check: check,
+        ..ServiceConfig::default()
+    };
+    let a = UserService::new(repo.clone(), cache.clone(), config.clone());
+    let b = UserService::new(repo, cache.clone(), config);
+    (cache, a, b)
+}
+
+/// Reads `id` on `service` until memory answers (the watch is set up in the background).
+async fn warm_in_memory(service: &UserService, id: UserId) {
+    for _ in 0..200 {
+        let before = service.cache_stats().local_hits;
+        service.get_user(id).await.unwrap();
+        if service.cache_stats().local_hits > before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("memory never answered");
+}
+
+#[tokio::test]
+async fn another_replicas_write_reaches_this_replicas_memory_through_the_announcement() {
+    // Checks far apart: only the announcement can tell A of B's write in time.
+    let (_, a, b) = replicas(Duration::from_secs(60));
+    let ada = b
+        .create_user(new_user("Ada", "ada@example.com"))
+        .await
+        .unwrap();
+    warm_in_memory(&a, ada.id).await;
+
+    b.update_user(ada.id, rename("Ada L.")).await.unwrap();
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = a.get_user(ada.id).await.unwrap().name;
+        if seen == "Ada L." {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen, "Ada L.", "A still serves what B changed");
+}
+
+#[tokio::test]
+async fn a_replica_reads_its_own_write_at_once_even_from_memory() {
+    let (_, a, _) = replicas(Duration::from_secs(60));
+    let ada = a
+        .create_user(new_user("Ada", "ada@example.com"))
+        .await
+        .unwrap();
+    for round in 0..20 {
+        warm_in_memory(&a, ada.id).await;
+        let name = format!("Ada {round}");
+        a.update_user(ada.id, rename(&name)).await.unwrap();
+        assert_eq!(a.get_user(ada.id).await.unwrap().name, name);
+    }
+}
+
+#[tokio::test]
+async fn memory_is_not_served_once_the_shared_cache_stops_answering() {
+    let check = Duration::from_millis(20);
+    let (cache, a, b) = replicas(check);
+    let ada = b
+        .create_user(new_user("Ada", "ada@example.com"))
+        .await
+        .unwrap();
+    warm_in_memory(&a, ada.id).await;
+
+    // The cache hangs: B's write cannot be announced (nor even counted), so nothing tells A.
+    cache.set_stalled(true);
+    let update = tokio::time::timeout(
+        Duration::from_secs(5),
+        b.update_user(ada.id, rename("Ada L.")),
+    );
+    update.await.unwrap().unwrap();
+    // Past the trust A's last good check gave its memory (three checks) and one more check.
+    tokio::time::sleep(check * 4 + Duration::from_millis(50)).await;
+    let read = tokio::time::timeout(Duration::from_secs(5), a.get_user(ada.id)).await;
+    assert_eq!(
+        read.unwrap().unwrap().name,
+        "Ada L.",
+        "memory must stop being trusted when its checks fail"
+    );
+}
+
+#[tokio::test]
+async fn memory_can_be_switched_off() {
+    let repo = Arc::new(InMemoryUserRepository::new());
+    let config = ServiceConfig {
+        local_cache_bytes: 0,
+        ..ServiceConfig::default()
+    };
+    let service = UserService::new(repo, Arc::new(InMemoryCache::new()), config);
+    let ada = service
+        .create_user(new_user("Ada", "ada@example.com"))
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        service.get_user(ada.id).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stats = service.cache_stats();
+    assert_eq!(
+        (stats.local_hits, stats.hits, stats.local_bytes),
+        (0, 19, 0)
+    );
 }

@@ -162,6 +162,23 @@ pub struct CacheConfig {
         default_value_t = millis(ServiceConfig::default().cache_backoff)
     )]
     pub cache_backoff_ms: u64,
+    /// Most bytes of cached users and pages kept in the server's memory in front of Redis; 0
+    /// keeps none, and every read asks Redis. Another replica's write reaches them through a
+    /// Redis announcement (see ARCHITECTURE.md, "The cache in memory").
+    #[arg(
+        long,
+        env = "LOCAL_CACHE_BYTES",
+        default_value_t = ServiceConfig::default().local_cache_bytes
+    )]
+    pub local_cache_bytes: usize,
+    /// How often the generation is checked in Redis while memory is used (ms); memory stops
+    /// being used three checks after the last good one.
+    #[arg(
+        long,
+        env = "LOCAL_CACHE_CHECK_MS",
+        default_value_t = millis(ServiceConfig::default().local_cache_check)
+    )]
+    pub local_cache_check_ms: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -399,10 +416,15 @@ impl CacheConfig {
         if self.cache_ttl_secs == 0 {
             return Err(ConfigError::Zero("CACHE_TTL_SECS"));
         }
+        if self.local_cache_bytes > 0 && self.local_cache_check_ms == 0 {
+            return Err(ConfigError::Zero("LOCAL_CACHE_CHECK_MS"));
+        }
         Ok(ServiceConfig {
             cache_ttl: Duration::from_secs(self.cache_ttl_secs),
             cache_timeout: Duration::from_millis(self.cache_timeout_ms),
             cache_backoff: Duration::from_millis(self.cache_backoff_ms),
+            local_cache_bytes: self.local_cache_bytes,
+            local_cache_check: Duration::from_millis(self.local_cache_check_ms),
             // Not a flag: a readiness probe's own bound, not something to tune per deployment.
             ..ServiceConfig::default()
         })

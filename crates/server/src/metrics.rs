@@ -104,11 +104,13 @@ impl Collector for ScrapeTime {
         let stats = self.service.cache_stats();
         let mut cache = encoder.encode_descriptor(
             "cache_operations",
-            "Cache reads by result (hit, miss, bypass) and failed cache calls (error)",
+            "Cache reads by result (memory_hit: from this process's memory; hit: from Redis; miss, \
+             bypass) and failed cache calls (error)",
             None,
             MetricType::Counter,
         )?;
         for (result, value) in [
+            ("memory_hit", stats.local_hits),
             ("hit", stats.hits),
             ("miss", stats.misses),
             ("bypass", stats.bypassed),
@@ -116,6 +118,13 @@ impl Collector for ScrapeTime {
         ] {
             ConstCounter::new(value).encode(cache.encode_family(&[("result", result)])?)?;
         }
+        let memory = encoder.encode_descriptor(
+            "cache_memory_bytes",
+            "Bytes of cached users and pages held in this process's memory (LOCAL_CACHE_BYTES)",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(stats.local_bytes as i64).encode(memory)?;
 
         let samples = (self.pools)();
         for (name, help, value) in [

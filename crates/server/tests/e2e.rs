@@ -131,14 +131,21 @@ async fn post_user(client: &reqwest::Client, server: &Server, user: Value) -> re
         .unwrap()
 }
 
+/// Reads a cache answered, from Redis or from the server's memory.
 async fn cache_hits(client: &reqwest::Client, server: &Server) -> u64 {
     let (_, metrics) = text(client, &server.admin_url("/metrics")).await;
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(r#"userstack_cache_operations_total{result="hit"} "#))
-        .expect("cache hit counter")
-        .parse()
-        .unwrap()
+    ["hit", "memory_hit"]
+        .iter()
+        .map(|result| {
+            let line = format!(r#"userstack_cache_operations_total{{result="{result}"}} "#);
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(line.as_str()))
+                .expect("cache hit counters")
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,5 +1,6 @@
 //! `/users`: list (keyset pages), create, read, replace, update, delete.
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -212,7 +213,7 @@ pub(super) async fn get(
 }
 
 /// A 200 whose body the service already serialised (and, on a cache hit, never parsed).
-fn json_body(body: Vec<u8>) -> Response {
+fn json_body(body: Bytes) -> Response {
     let json = HeaderValue::from_static("application/json");
     ([(header::CONTENT_TYPE, json)], body).into_response()
 }
