@@ -223,7 +223,8 @@ impl Bench {
 
         let requests: u64 = runs.iter().map(|r| r.requests).sum();
         let errors: u64 = runs.iter().map(Run::error_count).sum();
-        let per_s = |i: usize| (cpu_after[i] - cpu_before[i]) as f64 / self.hz / elapsed;
+        let per_s =
+            |i: usize| cpu_after[i].saturating_sub(cpu_before[i]) as f64 / self.hz / elapsed;
         let (server, postgres, redis, load_gen, all) =
             (per_s(0), per_s(1), per_s(2), per_s(3), per_s(4));
         let cores = Cores {

@@ -149,7 +149,7 @@ pub(crate) fn ticks(pid: u32, children: bool) -> u64 {
 /// CPU ticks of a process tree's root, its live children and the children it reaped: a server
 /// with worker processes (PostgreSQL's postmaster and backends, nginx, gunicorn) as one.
 pub(crate) fn tree_ticks(root: u32) -> u64 {
-    let mut sum = ticks(root, true);
+    let mut sum = 0;
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
             let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
@@ -162,7 +162,9 @@ pub(crate) fn tree_ticks(root: u32) -> u64 {
             }
         }
     }
-    sum
+    // The root last: a child reaped during the scan is then counted (maybe twice: a transient
+    // excess) rather than missed, which made a later sample smaller than an earlier one.
+    sum + ticks(root, true)
 }
 
 /// CPU ticks the whole machine spent busy (user, nice, system, irq, softirq, steal).

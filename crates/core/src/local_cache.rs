@@ -20,10 +20,11 @@
 //!
 //! An entry is only put here when it was read from (or written to) the shared cache under the
 //! generation `known` holds, and only served while `known` still holds it, so the rules of
-//! [`crate::cache_aside`] hold here too. Memory is bounded by bytes; when full, arbitrary
-//! entries are dropped (hot keys come back at their next read).
+//! [`crate::cache_aside`] hold here too. Memory holds one generation at a time (a newer one
+//! empties it: nothing older can be served again) and is bounded by bytes; when full, the
+//! entries stored longest ago go first (a hot key comes back at its next read).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -53,15 +54,38 @@ pub(crate) struct LocalCache {
 
 #[derive(Default)]
 struct Entries {
-    map: HashMap<String, (Entry, Instant)>,
+    /// The generation every entry carries.
+    generation: i64,
+    /// Each entry, when it was stored, and its place in `order`.
+    map: HashMap<String, (Entry, Instant, u64)>,
+    /// Keys by when they were stored, oldest first.
+    order: BTreeMap<u64, String>,
+    stored: u64,
     bytes: usize,
 }
 
 impl Entries {
     fn remove(&mut self, key: &str) {
-        if let Some((old, _)) = self.map.remove(key) {
+        if let Some((old, _, place)) = self.map.remove(key) {
+            self.order.remove(&place);
             self.bytes -= cost(key, &old);
         }
+    }
+
+    fn clear(&mut self, generation: i64) {
+        self.map.clear();
+        self.order.clear();
+        self.bytes = 0;
+        self.generation = generation;
+    }
+
+    fn insert(&mut self, key: &str, entry: &Entry) {
+        self.remove(key);
+        self.stored += 1;
+        self.order.insert(self.stored, key.to_owned());
+        self.bytes += cost(key, entry);
+        self.map
+            .insert(key.to_owned(), (entry.clone(), Instant::now(), self.stored));
     }
 }
 
@@ -103,7 +127,7 @@ impl LocalCache {
     pub(crate) fn get(&self, key: &str) -> Option<Entry> {
         let current = self.current()?;
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        let (entry, stored_at) = entries.map.get(key)?;
+        let (entry, stored_at, _) = entries.map.get(key)?;
         (entry.generation == current && stored_at.elapsed() < self.ttl).then(|| entry.clone())
     }
 
@@ -113,17 +137,17 @@ impl LocalCache {
             return;
         }
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if entries.generation != entry.generation {
+            entries.clear(entry.generation);
+        }
         entries.remove(key);
         while entries.bytes + cost(key, entry) > self.budget {
-            let Some(victim) = entries.map.keys().next().cloned() else {
+            let Some((_, oldest)) = entries.order.pop_first() else {
                 break;
             };
-            entries.remove(&victim);
+            entries.remove(&oldest);
         }
-        entries.bytes += cost(key, entry);
-        entries
-            .map
-            .insert(key.to_owned(), (entry.clone(), Instant::now()));
+        entries.insert(key, entry);
     }
 
     /// A generation this process saw the cache hand out (its own write's increment, or an
@@ -151,8 +175,7 @@ impl LocalCache {
         self.distrust();
         let distrusted = self.distrusted.load(Ordering::Acquire);
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        entries.map.clear();
-        entries.bytes = 0;
+        entries.clear(generation);
         drop(entries);
         // A max, not a store: a write of ours may have observed a newer one meanwhile.
         self.known.fetch_max(generation, Ordering::AcqRel);
@@ -293,13 +316,29 @@ mod tests {
             local.put(&format!("k{i:02}"), &entry(1, &"x".repeat(100)));
             assert!(local.bytes() <= budget);
         }
-        assert_eq!(local.get("k19").map(|e| e.body.len()), Some(100));
+        let kept: Vec<bool> = (0..20)
+            .map(|i| local.get(&format!("k{i:02}")).is_some())
+            .collect();
+        assert_eq!(
+            kept,
+            [vec![false; 16], vec![true; 4]].concat(),
+            "oldest go first"
+        );
         local.put("huge", &entry(1, &"x".repeat(budget)));
         assert_eq!(
             local.get("huge"),
             None,
             "an entry over the budget is not kept"
         );
+    }
+
+    #[test]
+    fn a_newer_generation_empties_memory() {
+        let local = trusted(1, 1 << 20);
+        local.put("a", &entry(1, "[1]"));
+        local.observe(2);
+        local.put("b", &entry(2, "[2]"));
+        assert_eq!(local.bytes(), cost("b", &entry(2, "[2]")));
     }
 
     #[test]
