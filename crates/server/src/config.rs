@@ -172,7 +172,7 @@ pub struct CacheConfig {
     )]
     pub local_cache_bytes: usize,
     /// How often the generation is checked in Redis while memory is used (ms); memory stops
-    /// being used three checks after the last good one.
+    /// being used as soon as a check fails, or ten checks after the last good one.
     #[arg(
         long,
         env = "LOCAL_CACHE_CHECK_MS",
