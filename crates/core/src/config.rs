@@ -19,7 +19,8 @@ pub struct ServiceConfig {
     /// 0 keeps none (every read asks the shared cache). See `local_cache` for the coherence rules.
     pub local_cache_bytes: usize,
     /// How often the generation is checked while entries are served from memory; memory is
-    /// no longer trusted once a check fails, or ten checks after the last good one.
+    /// no longer trusted once a check fails or takes ten checks, or twenty after the last good
+    /// one.
     pub local_cache_check: Duration,
 }
 

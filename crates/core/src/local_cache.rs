@@ -11,10 +11,20 @@
 //!   generation forward as the announcements arrive, so a write on any replica makes every
 //!   replica's entries stale within one message's flight.
 //! - The same task reads the generation every `local_cache_check` and stops trusting memory at
-//!   once when that read fails or times out (`cache_timeout`), or finds the generation lower
-//!   (the cache was emptied or restarted); memory also lapses [`TRUST_CHECKS`] checks after the
-//!   last good one, should the checks stop. Until the watch is set up, and whenever it breaks,
-//!   nothing is served from memory and reads go to the shared cache as before.
+//!   once when that read fails, finds the generation lower (the cache was emptied or restarted),
+//!   or has not answered within [`CHECK_TIMEOUT_CHECKS`] checks (a hung cache); memory also
+//!   lapses [`TRUST_CHECKS`] checks after the last good one, should the checks stop. Until the
+//!   watch is set up, and whenever it breaks, nothing is served from memory and reads go to the
+//!   shared cache as before.
+//!
+//! Both bounds are generous on purpose. A process with ten thousand busy connections runs its
+//! watcher, and the cache client's tasks, after every connection ahead of them in the run
+//! queue: measured, a check then took longer than `cache_timeout` and than three checks, trust
+//! was withdrawn, and every read went to Redis exactly when the process was most loaded (0.35 of
+//! the 64-connection rate at 10 000 connections, 573 MiB). The price: after another replica's
+//! write, memory here may be served stale for as long as a hung Redis goes unnoticed (about one
+//! second with the defaults), and only if that replica's increment failed too, in which case it
+//! counts the write as missed and re-synchronises the generation once Redis answers.
 //! - This process's own writes move `known` forward themselves, before they are acknowledged, so
 //!   a client always reads its own writes on the replica that took them.
 //!
@@ -33,11 +43,11 @@ use crate::cache::Cache;
 use crate::cache_aside::{Entry, GENERATION_KEY, parse_generation};
 use crate::config::ServiceConfig;
 
-/// Memory is trusted for this many checks after the last good one. Generous on purpose: a failed
-/// check withdraws trust at once, so this only bounds a watcher that stopped running, and a
-/// tight bound made a process too busy to run its watcher on time (measured at 10 000
-/// connections) fall back to Redis exactly when it was most loaded.
-pub(crate) const TRUST_CHECKS: u32 = 10;
+/// Memory is trusted for this many checks after the last good one (a watcher that stopped).
+pub(crate) const TRUST_CHECKS: u32 = 20;
+
+/// A check that has not answered within this many checks (or `cache_timeout`, if longer) fails.
+pub(crate) const CHECK_TIMEOUT_CHECKS: u32 = 10;
 
 /// `known` while no generation is vouched for.
 const UNKNOWN: i64 = i64::MIN;
@@ -202,7 +212,7 @@ impl LocalCache {
 pub(crate) async fn watch(local: Arc<LocalCache>, cache: Arc<dyn Cache>, config: ServiceConfig) {
     let check = config.local_cache_check;
     let vouch_for = check * TRUST_CHECKS;
-    let timeout = config.cache_timeout;
+    let timeout = (check * CHECK_TIMEOUT_CHECKS).max(config.cache_timeout);
     loop {
         local.distrust();
         let watching = match tokio::time::timeout(timeout, cache.watch(GENERATION_KEY)).await {

@@ -172,7 +172,8 @@ pub struct CacheConfig {
     )]
     pub local_cache_bytes: usize,
     /// How often the generation is checked in Redis while memory is used (ms); memory stops
-    /// being used as soon as a check fails, or ten checks after the last good one.
+    /// being used as soon as a check fails or takes ten checks (1 s), or twenty checks after the
+    /// last good one.
     #[arg(
         long,
         env = "LOCAL_CACHE_CHECK_MS",
