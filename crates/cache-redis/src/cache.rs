@@ -90,7 +90,7 @@ impl RedisCache {
             .connection_timeout(settings.connection_timeout)
             // Our is_valid is a local flag test, not a PING; see pool::Manager.
             .test_on_check_out(true)
-            .build_unchecked(Manager::new(manager));
+            .build_unchecked(Manager::new(manager, client.clone()));
         Ok(Self {
             pool,
             client,

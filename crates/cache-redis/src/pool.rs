@@ -12,16 +12,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bb8::ManageConnection;
 use bb8_redis::RedisConnectionManager;
 use bb8_redis::redis::aio::MultiplexedConnection;
-use bb8_redis::redis::{Cmd, FromRedisValue, RedisError};
+use bb8_redis::redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, RedisError};
 
 #[derive(Debug)]
 pub(crate) struct Manager {
     inner: RedisConnectionManager,
+    client: Client,
 }
 
 impl Manager {
-    pub(crate) fn new(inner: RedisConnectionManager) -> Self {
-        Self { inner }
+    pub(crate) fn new(inner: RedisConnectionManager, client: Client) -> Self {
+        Self { inner, client }
     }
 }
 
@@ -75,8 +76,16 @@ impl ManageConnection for Manager {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<RedisConnection, RedisError> {
+        // No response timeout of the driver's own (500 ms by default): every call is already
+        // bounded by the service (CACHE_TIMEOUT_MS, the memory watcher's check), and a second,
+        // hidden bound failed the calls of a process that was merely busy (10 000 connections).
+        let config = AsyncConnectionConfig::new().set_response_timeout(None);
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
         Ok(RedisConnection {
-            conn: self.inner.connect().await?,
+            conn,
             broken: Arc::new(AtomicBool::new(false)),
         })
     }

@@ -85,6 +85,34 @@ async fn a_watch_hears_every_client_and_ends_when_redis_goes_away() {
     assert_eq!(ended, Ok(None), "the watch must end with the connection");
 }
 
+/// The adapter sets no deadline of its own: the service bounds every call (CACHE_TIMEOUT_MS, the
+/// memory watcher's check). redis-rs's default of 500 ms failed the calls of a server that was
+/// merely busy, at 10 000 connections, which withdrew its memory's trust.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_answer_is_waited_for_not_cut_off_by_the_driver() {
+    let server = std::sync::Arc::new(TestRedis::start_private());
+    let cache = RedisCache::new(server.settings("slow")).unwrap();
+    cache.set("k", b"v", Duration::from_secs(60)).await.unwrap();
+
+    server.pause(true);
+    let thaw = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            server.pause(false);
+        })
+    };
+    let started = std::time::Instant::now();
+    let read = cache.get_many(&["k"]).await;
+    thaw.await.unwrap();
+    assert_eq!(
+        read.unwrap(),
+        vec![Some(b"v".to_vec())],
+        "after {:?}",
+        started.elapsed()
+    );
+}
+
 /// A Redis with `requirepass`: the adapter authenticates with the password from its settings
 /// (not from the URL), and a client without it is refused.
 #[tokio::test(flavor = "multi_thread")]

@@ -198,12 +198,19 @@ impl CacheAside {
         T: Cacheable,
         Fut: Future<Output = Result<T>>,
     {
+        // Memory answers whenever the watcher vouches for it and no write of this process is
+        // waiting for its catch-up increment, even within the backoff after a failed cache call:
+        // a hung or restarted cache fails the watcher's checks or its watch by itself, whereas
+        // an overloaded process's own calls time out because it runs them late, and letting
+        // those withdraw memory sent every read to Redis when the process was busiest.
+        if self.caught_up()
+            && let Some(entry) = self.local.get(key)
+        {
+            CacheStats::count(&self.stats.local_hits);
+            return Ok(Fetched::Hit(entry));
+        }
         let mut generation = None;
         if self.usable().await {
-            if let Some(entry) = self.local.get(key) {
-                CacheStats::count(&self.stats.local_hits);
-                return Ok(Fetched::Hit(entry));
-            }
             self.start_watching();
             match self
                 .bounded(self.cache.get_many(&[GENERATION_KEY, key]))
@@ -305,7 +312,7 @@ impl CacheAside {
 
     fn failed(&self, error: &Error) {
         CacheStats::count(&self.stats.errors);
-        self.local.distrust();
+        // Memory stays as the watcher left it (see `read_through`).
         let backoff = self.config.cache_backoff.as_millis() as u64;
         // The deadline first: a reader that sees the flag must not see an old, passed deadline.
         self.retry_at_ms
@@ -315,6 +322,11 @@ impl CacheAside {
             tracing::warn!(error = %error, source = ?std::error::Error::source(error),
                 "cache failed; serving from the store and bypassing the cache for {backoff} ms");
         }
+    }
+
+    /// Whether every write this process could not announce has been covered by an increment.
+    fn caught_up(&self) -> bool {
+        self.resynced.load(Ordering::Acquire) >= self.missed.load(Ordering::Acquire)
     }
 
     /// Whether the cache may be used now: not within the backoff after a failure, and only once an

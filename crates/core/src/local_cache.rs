@@ -17,14 +17,15 @@
 //!   watch is set up, and whenever it breaks, nothing is served from memory and reads go to the
 //!   shared cache as before.
 //!
-//! Both bounds are generous on purpose. A process with ten thousand busy connections runs its
+//! Both bounds are generous on purpose. A process with thousands of busy connections runs its
 //! watcher, and the cache client's tasks, after every connection ahead of them in the run
-//! queue: measured, a check then took longer than `cache_timeout` and than three checks, trust
-//! was withdrawn, and every read went to Redis exactly when the process was most loaded (0.35 of
-//! the 64-connection rate at 10 000 connections, 573 MiB). The price: after another replica's
-//! write, memory here may be served stale for as long as a hung Redis goes unnoticed (about one
-//! second with the defaults), and only if that replica's increment failed too, in which case it
-//! counts the write as missed and re-synchronises the generation once Redis answers.
+//! queue: measured at 5000 connections, a check then took longer than `cache_timeout` and than
+//! three checks, trust was withdrawn, and reads went to Redis exactly when the process was most
+//! loaded. The price: after another replica's write, memory here may be served stale for as long
+//! as a hung Redis goes unnoticed (about one second with the defaults), and only if that
+//! replica's increment failed too, in which case it counts the write as missed and
+//! re-synchronises the generation once Redis answers. Failed cache calls of user requests do not
+//! withdraw trust (see `cache_aside::CacheAside::read_through`).
 //! - This process's own writes move `known` forward themselves, before they are acknowledged, so
 //!   a client always reads its own writes on the replica that took them.
 //!
@@ -230,31 +231,33 @@ pub(crate) async fn watch(local: Arc<LocalCache>, cache: Arc<dyn Cache>, config:
                 let distrusted = local.restart(generation, vouch_for);
                 tracing::debug!(generation, "serving cached entries from memory");
                 let mut ticks = tokio::time::interval(check);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 ticks.tick().await;
-                loop {
+                let why = loop {
                     tokio::select! {
                         announced = announcements.recv() => match announced {
                             Some(generation) => if local.observe(generation) {
-                                break;
+                                break "an announced generation went back";
                             },
-                            None => break,
+                            None => break "the watch ended",
                         },
                         _ = ticks.tick() => {
                             let Some(generation) = read_generation(cache.as_ref(), timeout).await
                             else {
-                                break;
+                                break "a check failed or timed out";
                             };
+                            if local.observe(generation) {
+                                break "the checked generation went back";
+                            }
                             // Trust is renewed only if nobody withdrew it since the start.
-                            if local.observe(generation)
-                                || local.distrusted.load(Ordering::Acquire) != distrusted
-                            {
-                                break;
+                            if local.distrusted.load(Ordering::Acquire) != distrusted {
+                                break "trust was withdrawn";
                             }
                             local.vouch(vouch_for);
                         }
                     }
-                }
-                tracing::debug!("stopped serving cached entries from memory");
+                };
+                tracing::debug!(why, "stopped serving cached entries from memory");
             }
         }
         local.distrust();
@@ -263,11 +266,18 @@ pub(crate) async fn watch(local: Arc<LocalCache>, cache: Arc<dyn Cache>, config:
 }
 
 async fn read_generation(cache: &dyn Cache, timeout: Duration) -> Option<i64> {
-    let values = tokio::time::timeout(timeout, cache.get_many(&[GENERATION_KEY]))
-        .await
-        .ok()?
-        .ok()?;
-    Some(parse_generation(values.first().and_then(Option::as_deref)))
+    match tokio::time::timeout(timeout, cache.get_many(&[GENERATION_KEY])).await {
+        Ok(Ok(values)) => Some(parse_generation(values.first().and_then(Option::as_deref))),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, source = ?std::error::Error::source(&e),
+                "reading the generation failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(?timeout, "reading the generation timed out");
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -642,3 +642,31 @@ async fn memory_can_be_switched_off() {
         (0, 19, 0)
     );
 }
+
+#[tokio::test]
+async fn memory_still_answers_while_a_slow_cache_call_has_the_cache_bypassed() {
+    // Checks far apart and a long check timeout: the watcher keeps vouching meanwhile, as it
+    // does on a process whose own calls are merely late.
+    let (cache, a, b) = replicas(Duration::from_secs(60));
+    let ada = b
+        .create_user(new_user("Ada", "ada@example.com"))
+        .await
+        .unwrap();
+    let bob = b
+        .create_user(new_user("Bob", "bob@example.com"))
+        .await
+        .unwrap();
+    warm_in_memory(&a, ada.id).await;
+
+    cache.set_stalled(true);
+    // Bob is not in memory: his read waits for the cache, gives up, and the cache is bypassed.
+    assert_eq!(a.get_user(bob.id).await.unwrap(), bob);
+    let before = a.cache_stats();
+    assert_eq!(before.errors, 1);
+    assert_eq!(a.get_user(ada.id).await.unwrap(), ada);
+    assert_eq!(
+        a.cache_stats().local_hits,
+        before.local_hits + 1,
+        "memory answers while the watcher vouches, whatever a user request's call did"
+    );
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Peak resident memory of one userstack binary while wrk holds CONNECTIONS keep-alive connections
+# on one path, and where its cache reads were answered (memory, Redis, the store), for A/B pairs:
+#
+#   DATABASE_URL=... REDIS_URL=... bench/rss-at-connections.sh BIN PATH CONNECTIONS [SECONDS] [NAME=VALUE ...]
+#
+# e.g. bench/rss-at-connections.sh target/release/userstack /users 5000 6 LOCAL_CACHE_BYTES=0.
+# The server runs with MAX_CONNECTIONS and MAX_IN_FLIGHT above CONNECTIONS and its operational
+# routes on the public port; VmRSS is sampled every 0.3 s while wrk (2 threads, 10 s timeout)
+# runs; the cache counters come from /metrics afterwards. Needs `ulimit -n` above CONNECTIONS
+# plus a few hundred (the bench's crates/bench raises it itself; here it is the shell's).
+set -euo pipefail
+
+usage="usage: bench/rss-at-connections.sh BIN PATH CONNECTIONS [SECONDS] [NAME=VALUE ...]"
+bin=${1:?$usage}
+path=${2:?$usage}
+conns=${3:?$usage}
+secs=${4:-6}
+shift $(($# < 4 ? $# : 4))
+: "${DATABASE_URL:?DATABASE_URL is needed}" "${REDIS_URL:?REDIS_URL is needed}"
+if (($(ulimit -n) < conns + 200)); then
+    ulimit -n "$(ulimit -Hn)"
+fi
+port=$((20000 + RANDOM % 20000))
+log=$(mktemp)
+env HOST=127.0.0.1 PORT="$port" ADMIN_PORT=0 RUST_LOG=warn CACHE_TIMEOUT_MS=1000 \
+    MAX_CONNECTIONS=$((conns + 100)) MAX_IN_FLIGHT=$((conns + 100)) \
+    REDIS_KEY_PREFIX="rss$port:" "$@" "$bin" serve >"$log" 2>&1 &
+pid=$!
+trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -f -- "$log"' EXIT
+for _ in $(seq 100); do
+    curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break
+    sleep 0.1
+done
+curl -fs "http://127.0.0.1:$port$path" >/dev/null
+out=$(mktemp)
+wrk -t2 -c"$conns" -d"${secs}s" --timeout 10s "http://127.0.0.1:$port$path" >"$out" 2>&1 &
+load=$!
+peak=0
+while kill -0 "$load" 2>/dev/null; do
+    rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
+    ((rss > peak)) && peak=$rss
+    sleep 0.3
+done
+wait "$load"
+counter() {
+    curl -fs "http://127.0.0.1:$port/metrics" |
+        awk -v r="$1" '$1 == "userstack_cache_operations_total{result=\"" r "\"}" {print $2}'
+}
+requests=$(awk '/requests in/ {print $1}' "$out")
+errors=$(awk '/Socket errors/ {print $0}' "$out" | sed 's/^ *//')
+echo "$(basename -- "$bin") $path, $conns connections ${*:-}: peak RSS $((peak / 1024)) MiB;" \
+    "$requests requests; cache reads from memory $(counter memory_hit), from Redis $(counter hit)," \
+    "missed $(counter miss), bypassed $(counter bypass)${errors:+; $errors}"
+rm -f -- "$out"
