@@ -2,28 +2,34 @@
 # Server CPU per request of one userstack binary on one path, for A/B pairs of binaries on a
 # shared machine where req/s drifts: CPU per request moves much less with the other load.
 #
-#   DATABASE_URL=... REDIS_URL=redis://127.0.0.1:6379 bench/cpu-per-request.sh BIN warm|pg [SECONDS]
+#   DATABASE_URL=... REDIS_URL=redis://127.0.0.1:6379 bench/cpu-per-request.sh BIN warm|pg|post [SECONDS]
 #
-# warm: GET /users (one page, from Redis after the first request). pg: GET /users?limit=100 with a
-# distinct after= per request (bench/pages.lua) on a server whose Redis is a closed port and whose
-# backoff is a day, so every read goes to PostgreSQL (the database needs 10^5 users). wrk: one
+# warm: GET /users (one page, from the cache after the first request). pg: GET /users?limit=100
+# with a distinct after= per request (bench/pages.lua) on a server whose Redis is a closed port
+# and whose backoff is a day, so every read goes to PostgreSQL (the database needs 10^5 users).
+# post: POST /users with a unique email per request (bench/wrk.lua's post mode). wrk: one
 # thread, 32 connections, 1 s of warm-up, then SECONDS measured; the server's utime+stime from
 # /proc over that window divided by the requests wrk counted. Run two binaries in turn, several
 # times, and compare the medians.
 set -euo pipefail
 
-bin=${1:?usage: bench/cpu-per-request.sh BIN warm|pg [SECONDS]}
-mode=${2:?usage: bench/cpu-per-request.sh BIN warm|pg [SECONDS]}
+bin=${1:?usage: bench/cpu-per-request.sh BIN warm|pg|post [SECONDS]}
+mode=${2:?usage: bench/cpu-per-request.sh BIN warm|pg|post [SECONDS]}
 secs=${3:-6}
 : "${DATABASE_URL:?DATABASE_URL is needed}" "${REDIS_URL:?REDIS_URL is needed}"
 here=$(dirname -- "${BASH_SOURCE[0]}")
 port=$((20000 + RANDOM % 20000))
-redis=$REDIS_URL extra=() script=()
+redis=$REDIS_URL extra=() script=() warmup_args=() run_args=()
 case $mode in
     warm) ;;
     pg) redis=redis://127.0.0.1:1 extra=(CACHE_BACKOFF_MS=86400000) script=(-s "$here/pages.lua") ;;
-    *) echo "mode must be warm or pg" >&2; exit 2 ;;
+    post) # Emails are unique per wrk process through the tag.
+        script=(-s "$here/wrk.lua")
+        warmup_args=(-- post 1 1 0 "cpu$port-$$-warm-up")
+        run_args=(-- post 1 1 0 "cpu$port-$$") ;;
+    *) echo "mode must be warm, pg or post" >&2; exit 2 ;;
 esac
+export WRK_OUT=/dev/null # wrk.lua's JSON result: not needed here
 log=$(mktemp)
 env HOST=127.0.0.1 PORT="$port" ADMIN_PORT=0 RUST_LOG=warn CACHE_TIMEOUT_MS=1000 \
     DATABASE_POOL_SIZE=16 REDIS_URL="$redis" REDIS_KEY_PREFIX="cpu$port:" "${extra[@]}" \
@@ -35,11 +41,15 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 curl -fs "http://127.0.0.1:$port/users" >/dev/null
-wrk -t1 -c32 -d1s "${script[@]}" "http://127.0.0.1:$port/users" >/dev/null
-ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
-before=$(ticks)
-out=$(wrk -t1 -c32 -d"${secs}s" "${script[@]}" "http://127.0.0.1:$port/users")
-after=$(ticks)
+wrk -t1 -c32 -d1s "${script[@]}" "http://127.0.0.1:$port/users" "${warmup_args[@]}" >/dev/null
+# utime and stime: what the process ran itself, and what the kernel ran for it (system calls).
+ticks() { awk '{print $14, $15}' "/proc/$pid/stat"; }
+read -r user_before sys_before < <(ticks)
+out=$(wrk -t1 -c32 -d"${secs}s" "${script[@]}" "http://127.0.0.1:$port/users" "${run_args[@]}")
+read -r user_after sys_after < <(ticks)
 requests=$(awk '/requests in/ {print $1}' <<<"$out")
 failed=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-echo "$(basename -- "$bin") $mode: $((requests / secs)) req/s, $(((after - before) * 1000000 / $(getconf CLK_TCK) / requests)) us/req server CPU, non-2xx ${failed:-0}"
+us() { echo $(($1 * 1000000 / $(getconf CLK_TCK) / requests)); }
+user=$((user_after - user_before)) sys=$((sys_after - sys_before))
+echo "$(basename -- "$bin") $mode: $((requests / secs)) req/s, $(us $((user + sys))) us/req server CPU" \
+    "($(us "$user") user, $(us "$sys") system), non-2xx ${failed:-0}"
