@@ -30,16 +30,11 @@ case $mode in
     *) echo "mode must be warm, pg or post" >&2; exit 2 ;;
 esac
 export WRK_OUT=/dev/null # wrk.lua's JSON result: not needed here
-log=$(mktemp)
-env HOST=127.0.0.1 PORT="$port" ADMIN_PORT=0 RUST_LOG=warn CACHE_TIMEOUT_MS=1000 \
-    DATABASE_POOL_SIZE=16 REDIS_URL="$redis" REDIS_KEY_PREFIX="cpu$port:" "${extra[@]}" \
-    "$bin" serve >"$log" 2>&1 &
-pid=$!
-trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -f -- "$log"' EXIT
-for _ in $(seq 100); do
-    curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break
-    sleep 0.1
-done
+# shellcheck source=bench/server.sh
+. "$here/server.sh"
+start_server "$bin" "$port" DATABASE_POOL_SIZE=16 REDIS_URL="$redis" REDIS_KEY_PREFIX="cpu$port:" \
+    "${extra[@]}"
+pid=$server_pid
 curl -fs "http://127.0.0.1:$port/users" >/dev/null
 wrk -t1 -c32 -d1s "${script[@]}" "http://127.0.0.1:$port/users" "${warmup_args[@]}" >/dev/null
 # utime and stime: what the process ran itself, and what the kernel ran for it (system calls).

@@ -22,16 +22,11 @@ if (($(ulimit -n) < conns + 200)); then
     ulimit -n "$(ulimit -Hn)"
 fi
 port=$((20000 + RANDOM % 20000))
-log=$(mktemp)
-env HOST=127.0.0.1 PORT="$port" ADMIN_PORT=0 RUST_LOG=warn CACHE_TIMEOUT_MS=1000 \
-    MAX_CONNECTIONS=$((conns + 100)) MAX_IN_FLIGHT=$((conns + 100)) \
-    REDIS_KEY_PREFIX="rss$port:" "$@" "$bin" serve >"$log" 2>&1 &
-pid=$!
-trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -f -- "$log"' EXIT
-for _ in $(seq 100); do
-    curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break
-    sleep 0.1
-done
+# shellcheck source=bench/server.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/server.sh"
+start_server "$bin" "$port" MAX_CONNECTIONS=$((conns + 100)) MAX_IN_FLIGHT=$((conns + 100)) \
+    REDIS_KEY_PREFIX="rss$port:" "$@"
+pid=$server_pid
 curl -fs "http://127.0.0.1:$port$path" >/dev/null
 out=$(mktemp)
 wrk -t2 -c"$conns" -d"${secs}s" --timeout 10s "http://127.0.0.1:$port$path" >"$out" 2>&1 &
