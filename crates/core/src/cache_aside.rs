@@ -8,7 +8,9 @@
 //! reader that loaded the old row stores it *after* the writer invalidated): the slow reader's tag
 //! is the old generation, so nobody trusts it. It also needs no key enumeration to drop every list
 //! page a write may have changed. Writes are rare next to reads in a user directory, so dropping
-//! everything on every write costs little.
+//! everything on every write costs little. Before asking the cache, a read looks in this
+//! process's memory, which holds entries of the generation the cache last announced
+//! ([`crate::local_cache`]); the same tags decide there.
 //!
 //! ## Bytes, not values
 //! An [`Entry`] holds the JSON the API sends (and, for a page, the next page's cursor). A hit is

@@ -16,18 +16,18 @@
 //!   lapses [`TRUST_CHECKS`] checks after the last good one, should the checks stop. Until the
 //!   watch is set up, and whenever it breaks, nothing is served from memory and reads go to the
 //!   shared cache as before.
+//! - This process's own writes move `known` forward themselves, before they are acknowledged, so
+//!   a client always reads its own writes on the replica that took them.
 //!
 //! Both bounds are generous on purpose. A process with thousands of busy connections runs its
 //! watcher, and the cache client's tasks, after every connection ahead of them in the run
 //! queue: measured at 5000 connections, a check then took longer than `cache_timeout` and than
 //! three checks, trust was withdrawn, and reads went to Redis exactly when the process was most
-//! loaded. The price: after another replica's write, memory here may be served stale for as long
-//! as a hung Redis goes unnoticed (about one second with the defaults), and only if that
-//! replica's increment failed too, in which case it counts the write as missed and
-//! re-synchronises the generation once Redis answers. Failed cache calls of user requests do not
-//! withdraw trust (see `cache_aside::CacheAside::read_through`).
-//! - This process's own writes move `known` forward themselves, before they are acknowledged, so
-//!   a client always reads its own writes on the replica that took them.
+//! loaded. The price: while a hung Redis goes unnoticed (about one second with the defaults),
+//! memory here may serve what another replica changed meanwhile (that replica's increment cannot
+//! reach Redis either: it counts the write as missed and re-synchronises the generation once
+//! Redis answers, which then reaches this memory too). Failed cache calls of user requests do
+//! not withdraw trust (see `cache_aside::CacheAside::read_through`).
 //!
 //! An entry is only put here when it was read from (or written to) the shared cache under the
 //! generation `known` holds, and only served while `known` still holds it, so the rules of
