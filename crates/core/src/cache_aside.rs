@@ -300,11 +300,15 @@ impl CacheAside {
 
     /// Starts the task that keeps memory's generation current, once, if memory is used at all.
     fn start_watching(&self) {
-        if self.local.enabled() && self.watcher.get().is_none() {
-            let task =
-                local_cache::watch(self.local.clone(), self.cache.clone(), self.config.clone());
-            // A second reader racing here spawns a task that is aborted at once.
-            let _ = self.watcher.set(AbortOnDrop(tokio::spawn(task)));
+        if self.local.enabled() {
+            self.watcher.get_or_init(|| {
+                let (local, cache) = (self.local.clone(), self.cache.clone());
+                AbortOnDrop(tokio::spawn(local_cache::watch(
+                    local,
+                    cache,
+                    self.config.clone(),
+                )))
+            });
         }
     }
 

@@ -93,8 +93,8 @@ impl Entries {
         self.generation = generation;
     }
 
+    /// Stores `entry` under `key`, which must not be present (`remove` it first).
     fn insert(&mut self, key: &str, entry: &Entry) {
-        self.remove(key);
         self.stored += 1;
         self.order.insert(self.stored, key.to_owned());
         self.bytes += cost(key, entry);
@@ -177,7 +177,7 @@ impl LocalCache {
     }
 
     /// Nothing is served from memory until the watcher vouches again.
-    pub(crate) fn distrust(&self) {
+    fn distrust(&self) {
         self.trusted_until_ms.store(0, Ordering::Release);
         self.known.store(UNKNOWN, Ordering::Release);
         self.distrusted.fetch_add(1, Ordering::AcqRel);
@@ -214,8 +214,8 @@ pub(crate) async fn watch(local: Arc<LocalCache>, cache: Arc<dyn Cache>, config:
     let check = config.local_cache_check;
     let vouch_for = check * TRUST_CHECKS;
     let timeout = (check * CHECK_TIMEOUT_CHECKS).max(config.cache_timeout);
+    // Memory starts untrusted, and every turn of this loop ends with trust withdrawn.
     loop {
-        local.distrust();
         let watching = match tokio::time::timeout(timeout, cache.watch(GENERATION_KEY)).await {
             Ok(Ok(rx)) => Some(rx),
             Ok(Err(e)) => {

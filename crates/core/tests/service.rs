@@ -35,11 +35,12 @@ fn fixture() -> Fixture {
 
 impl Fixture {
     async fn create(&self, name: &str, email: &str) -> userstack_core::User {
-        self.service
-            .create_user(new_user(name, email))
-            .await
-            .unwrap()
+        create(&self.service, name, email).await
     }
+}
+
+async fn create(service: &UserService, name: &str, email: &str) -> User {
+    service.create_user(new_user(name, email)).await.unwrap()
 }
 
 /// Reads a cache answered: from the shared cache, or from the service's memory in front of it.
@@ -560,10 +561,7 @@ async fn warm_in_memory(service: &UserService, id: UserId) {
 async fn another_replicas_write_reaches_this_replicas_memory_through_the_announcement() {
     // Checks far apart: only the announcement can tell A of B's write in time.
     let (_, a, b) = replicas(Duration::from_secs(60));
-    let ada = b
-        .create_user(new_user("Ada", "ada@example.com"))
-        .await
-        .unwrap();
+    let ada = create(&b, "Ada", "ada@example.com").await;
     warm_in_memory(&a, ada.id).await;
 
     b.update_user(ada.id, rename("Ada L.")).await.unwrap();
@@ -581,10 +579,7 @@ async fn another_replicas_write_reaches_this_replicas_memory_through_the_announc
 #[tokio::test]
 async fn a_replica_reads_its_own_write_at_once_even_from_memory() {
     let (_, a, _) = replicas(Duration::from_secs(60));
-    let ada = a
-        .create_user(new_user("Ada", "ada@example.com"))
-        .await
-        .unwrap();
+    let ada = create(&a, "Ada", "ada@example.com").await;
     for round in 0..20 {
         warm_in_memory(&a, ada.id).await;
         let name = format!("Ada {round}");
@@ -597,10 +592,7 @@ async fn a_replica_reads_its_own_write_at_once_even_from_memory() {
 async fn memory_is_not_served_once_the_shared_cache_stops_answering() {
     let check = Duration::from_millis(20);
     let (cache, a, b) = replicas(check);
-    let ada = b
-        .create_user(new_user("Ada", "ada@example.com"))
-        .await
-        .unwrap();
+    let ada = create(&b, "Ada", "ada@example.com").await;
     warm_in_memory(&a, ada.id).await;
 
     // The cache hangs: B's write cannot be announced (nor even counted), so nothing tells A.
@@ -628,10 +620,7 @@ async fn memory_can_be_switched_off() {
         ..ServiceConfig::default()
     };
     let service = UserService::new(repo, Arc::new(InMemoryCache::new()), config);
-    let ada = service
-        .create_user(new_user("Ada", "ada@example.com"))
-        .await
-        .unwrap();
+    let ada = create(&service, "Ada", "ada@example.com").await;
     for _ in 0..20 {
         service.get_user(ada.id).await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -648,14 +637,8 @@ async fn memory_still_answers_while_a_slow_cache_call_has_the_cache_bypassed() {
     // Checks far apart and a long check timeout: the watcher keeps vouching meanwhile, as it
     // does on a process whose own calls are merely late.
     let (cache, a, b) = replicas(Duration::from_secs(60));
-    let ada = b
-        .create_user(new_user("Ada", "ada@example.com"))
-        .await
-        .unwrap();
-    let bob = b
-        .create_user(new_user("Bob", "bob@example.com"))
-        .await
-        .unwrap();
+    let ada = create(&b, "Ada", "ada@example.com").await;
+    let bob = create(&b, "Bob", "bob@example.com").await;
     warm_in_memory(&a, ada.id).await;
 
     cache.set_stalled(true);

@@ -466,6 +466,25 @@ mod tests {
         assert_eq!(service.cache_ttl, service_default.cache_ttl);
         assert_eq!(service.cache_timeout, service_default.cache_timeout);
         assert_eq!(service.cache_backoff, service_default.cache_backoff);
+        assert_eq!(service.local_cache_bytes, service_default.local_cache_bytes);
+        assert_eq!(service.local_cache_check, service_default.local_cache_check);
+    }
+
+    /// A zero check period would make the memory watcher's timer panic; it is refused unless
+    /// memory is off.
+    #[test]
+    fn a_zero_local_cache_check_is_refused_while_memory_is_on() {
+        let service = |args: &[&str]| {
+            let args = std::iter::once("userstack").chain(args.iter().copied());
+            Cli::try_parse_from(args).unwrap().config.cache.service()
+        };
+        let refused = service(&["--local-cache-check-ms", "0"]).unwrap_err();
+        assert!(
+            refused.to_string().contains("LOCAL_CACHE_CHECK_MS"),
+            "{refused}"
+        );
+        let off = service(&["--local-cache-bytes", "0", "--local-cache-check-ms", "0"]).unwrap();
+        assert_eq!(off.local_cache_bytes, 0);
     }
 
     #[test]
