@@ -31,7 +31,7 @@ const INSERT: &str = concat!(
     columns!()
 );
 const GET: &str = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
-const LIST: &str = concat!(
+pub(crate) const LIST: &str = concat!(
     "SELECT ",
     columns!(),
     " FROM users WHERE id > $1 ORDER BY id LIMIT $2"

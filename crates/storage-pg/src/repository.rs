@@ -109,8 +109,12 @@ impl PgUserRepository {
         settings.config = protected(std::mem::take(&mut settings.config), &settings);
         let config = &settings.config;
         let mut pooled = config.clone();
+        // plan_cache_mode: every statement here has one good plan whatever its parameters, but
+        // PostgreSQL judges the page statement's generic plan (`LIMIT $2` unknown) costlier than
+        // a custom one for `LIMIT 101` and so plans it anew on every execution (measured with
+        // pgbench in commit 'storage-pg: statements keep their generic plan').
         let options = format!(
-            "{} -c statement_timeout={}",
+            "{} -c statement_timeout={} -c plan_cache_mode=force_generic_plan",
             pooled.get_options().unwrap_or_default(),
             settings.statement_timeout.as_millis()
         );
@@ -291,5 +295,52 @@ impl UserRepository for PgUserRepository {
             result.map(drop).map_err(classify)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestPostgres;
+
+    /// Without `plan_cache_mode`, PostgreSQL re-plans the page statement on every execution
+    /// (`custom_plans` counts up); with it, the plan made once is reused.
+    #[tokio::test]
+    async fn the_page_statement_is_planned_once_not_per_request() {
+        let server = TestPostgres::start();
+        let mut settings = server.fresh_database().await;
+        settings.pool_size = 1;
+        let repo = PgUserRepository::new(settings);
+        repo.migrate().await.unwrap();
+        let mut conn = repo.conn().await.unwrap();
+        let (client, _) = conn.prepared().await.unwrap();
+        // Enough rows that a custom plan for `LIMIT 101` looks cheaper than the generic one.
+        client
+            .execute(
+                "INSERT INTO users (name, email) \
+                 SELECT 'u' || g, 'u' || g || '@example.com' FROM generate_series(1, 20000) g",
+                &[],
+            )
+            .await
+            .unwrap();
+        conn.settled();
+        drop(conn);
+        for after in 0..10 {
+            let page = PageRequest::new(Some(100), Some(after)).unwrap();
+            repo.list_json(page).await.unwrap();
+        }
+        let mut conn = repo.conn().await.unwrap();
+        let (client, _) = conn.prepared().await.unwrap();
+        let row = client
+            .query_one(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
+                 WHERE statement = $1",
+                &[&crate::pool::LIST],
+            )
+            .await
+            .unwrap();
+        let (generic, custom): (i64, i64) = (row.get(0), row.get(1));
+        conn.settled();
+        assert_eq!((generic, custom), (10, 0), "(generic plans, custom plans)");
     }
 }
