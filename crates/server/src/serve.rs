@@ -133,11 +133,14 @@ impl Connection {
             hyper::service::service_fn(move |request| {
                 let busy = activity.begin();
                 let router = router.clone();
-                async move {
+                // Boxed: hyper keeps a slot the size of this future (592 bytes) for the
+                // connection's whole life; a box is one pointer, allocated per request and freed
+                // with the response.
+                Box::pin(async move {
                     let response = router.oneshot(request).await;
                     drop(busy);
                     response
-                }
+                })
             })
         };
         let stream = Watched {
