@@ -36,7 +36,7 @@ use userstack_cache_redis::testing::TestRedis;
 use userstack_storage_pg::testing::TestPostgres;
 
 use crate::load::{Bench, Load, Measurement, Watch};
-use crate::report::{Report, SeedRow, SoakPoint, SweepRow};
+use crate::report::{Report, SWEEP_FLOOR, SWEEP_ROOT, SWEEP_WARM, SeedRow, SoakPoint, SweepRow};
 use crate::servers::FlaskRunner;
 
 /// The server's PostgreSQL pool size in every run, and pgbench's connection count.
@@ -200,7 +200,7 @@ async fn run(args: Args) -> Result<()> {
         Some(b) => b
             .canonicalize()
             .with_context(|| format!("--bin {}", b.display()))?,
-        None => build(&root)?,
+        None => build(&root, "userstack-server", "userstack")?,
     };
 
     let work = tempfile::Builder::new()
@@ -458,14 +458,29 @@ async fn run(args: Args) -> Result<()> {
     report.path(m, Some(ceiling));
 
     // --- concurrency sweep ----------------------------------------------------------------------
+    // Beside userstack at each step: hyper alone (crates/bench/src/bin/hyper-floor.rs), what any
+    // server on hyper's HTTP/1 connection costs per connection.
+    let floor = servers::hyper_floor(
+        &build(&root, "userstack-bench", "hyper-floor")?,
+        work.path(),
+    )
+    .await?;
+    let floor_watch = Watch {
+        server: Some(floor.pid()),
+        metrics: None,
+    };
     for &conns in &plan.sweep {
-        for (path, id) in [("/", "get_root"), ("/users", "get_users_warm")] {
+        for (path, url, id, watch) in [
+            (SWEEP_ROOT, main.url("/"), "get_root", &watch),
+            (SWEEP_WARM, main.url("/users"), "get_users_warm", &watch),
+            (SWEEP_FLOOR, floor.url("/"), "hyper_floor", &floor_watch),
+        ] {
             let m = bench
                 .measure(
                     &format!("sweep_{id}_{conns}"),
-                    &format!("GET {path} at {conns} connections"),
-                    &Load::wrk(main.url(path), "static", 1, conns),
-                    &watch,
+                    &format!("{path} at {conns} connections"),
+                    &Load::wrk(url, "static", 1, conns),
+                    watch,
                     // Failures under thousands of connections are the sweep's figures (the
                     // table and the goals show them), not a broken benchmark.
                     false,
@@ -473,15 +488,12 @@ async fn run(args: Args) -> Result<()> {
                 )
                 .await?;
             report.sweep.push(SweepRow {
-                path: if path == "/" {
-                    "GET /"
-                } else {
-                    "GET /users warm"
-                },
+                path,
                 measurement: m,
             });
         }
     }
+    floor.stop().await;
 
     // --- memory over time -------------------------------------------------------------------------
     soak(&bench, &plan, &main, page_modulus, &mut report).await?;
@@ -780,19 +792,28 @@ fn migrate(bin: &Path, url: &str) -> Result<()> {
     Ok(())
 }
 
-/// `cargo build --release --locked -p userstack-server` in the workspace; the binary's path.
-fn build(root: &Path) -> Result<PathBuf> {
-    eprintln!("==> cargo build --release --locked -p userstack-server");
+/// `cargo build --release --locked -p PACKAGE --bin BINARY` in the workspace; the binary's path.
+fn build(root: &Path, package: &str, binary: &str) -> Result<PathBuf> {
+    let args = [
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        package,
+        "--bin",
+        binary,
+    ];
+    eprintln!("==> cargo {}", args.join(" "));
     let status =
         std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "--locked", "-p", "userstack-server"])
+            .args(args)
             .current_dir(root)
             .status()
             .context("run cargo (or pass --bin PATH)")?;
     ensure!(status.success(), "cargo build failed");
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    Ok(target.join("release/userstack"))
+    Ok(target.join("release").join(binary))
 }
 
 fn which(tool: &str) -> Option<PathBuf> {

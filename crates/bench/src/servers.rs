@@ -70,6 +70,17 @@ pub(crate) async fn userstack(
     Ok(Server { proc, port })
 }
 
+/// `hyper-floor` (crates/bench/src/bin) on a free port; returns once it accepts connections.
+pub(crate) async fn hyper_floor(bin: &Path, work: &Path) -> Result<Server> {
+    let port = free_port()?;
+    let mut cmd = Command::new(bin);
+    cmd.env("PORT", port.to_string());
+    eprintln!("==> hyper alone on 127.0.0.1:{port}");
+    let proc = Proc::spawn("hyper-floor", cmd, &work.join("hyper-floor.log"))?;
+    wait_for_port("hyper-floor", port, Duration::from_secs(10)).await?;
+    Ok(Server { proc, port })
+}
+
 /// Debian's nginx serving `body` as `/users.json`: one worker per core, keep-alive without a
 /// request limit, no access log, sendfile and an open-file cache: nginx at its best on a static
 /// file, the ceiling of a cached page.
