@@ -1,4 +1,5 @@
-//! bb8-redis's manager, plus what it lacks: noticing that a connection died.
+//! bb8-redis's manager, plus what it lacks: noticing that a connection died, and connections
+//! without the driver's own response timeout (see `Manager::connect`).
 //!
 //! bb8-redis reports no connection as broken, so after a Redis restart a dead multiplexed
 //! connection would be handed out forever. Here every command's error is inspected and a

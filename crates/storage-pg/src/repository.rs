@@ -112,7 +112,8 @@ impl PgUserRepository {
         // plan_cache_mode (PostgreSQL 12+): every statement here has one good plan whatever its
         // parameters, but PostgreSQL judges the page statement's generic plan (`LIMIT $2`
         // unknown) costlier than a custom one for `LIMIT 101` and so plans it anew on every
-        // execution, which cost a quarter of pgbench's rate on it (figures in commit bc47b03).
+        // execution: PostgreSQL's CPU per page was 175 µs re-planned, 124 µs planned once
+        // (bench/run.sh, figures in docs/performance.md).
         let options = format!(
             "{} -c statement_timeout={} -c plan_cache_mode=force_generic_plan",
             pooled.get_options().unwrap_or_default(),
