@@ -18,23 +18,22 @@ mode=${2:?usage: bench/cpu-per-request.sh BIN warm|pg|post [SECONDS]}
 secs=${3:-6}
 : "${DATABASE_URL:?DATABASE_URL is needed}" "${REDIS_URL:?REDIS_URL is needed}"
 here=$(dirname -- "${BASH_SOURCE[0]}")
-port=$((20000 + RANDOM % 20000))
+run="cpu$$-$EPOCHSECONDS" # unique emails and cache keys per run, also in a reused database
 redis=$REDIS_URL extra=() script=() warmup_args=() run_args=()
 case $mode in
     warm) ;;
     pg) redis=redis://127.0.0.1:1 extra=(CACHE_BACKOFF_MS=86400000) script=(-s "$here/pages.lua") ;;
-    post) # Emails are unique per wrk process through the tag.
+    post)
         script=(-s "$here/wrk.lua")
-        warmup_args=(-- post 1 1 0 "cpu$port-$$-warm-up")
-        run_args=(-- post 1 1 0 "cpu$port-$$") ;;
+        warmup_args=(-- post 1 1 0 "$run-warm-up")
+        run_args=(-- post 1 1 0 "$run") ;;
     *) echo "mode must be warm, pg or post" >&2; exit 2 ;;
 esac
 export WRK_OUT=/dev/null # wrk.lua's JSON result: not needed here
 # shellcheck source=bench/server.sh
 . "$here/server.sh"
-start_server "$bin" "$port" DATABASE_POOL_SIZE=16 REDIS_URL="$redis" REDIS_KEY_PREFIX="cpu$port:" \
-    "${extra[@]}"
-pid=$server_pid
+start_server "$bin" DATABASE_POOL_SIZE=16 REDIS_URL="$redis" REDIS_KEY_PREFIX="$run:" "${extra[@]}"
+pid=$server_pid port=$server_port
 curl -fs "http://127.0.0.1:$port/users" >/dev/null
 wrk -t1 -c32 -d1s "${script[@]}" "http://127.0.0.1:$port/users" "${warmup_args[@]}" >/dev/null
 # utime and stime: what the process ran itself, and what the kernel ran for it (system calls).

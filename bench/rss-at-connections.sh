@@ -21,12 +21,11 @@ shift $(($# < 4 ? $# : 4))
 if (($(ulimit -n) < conns + 200)); then
     ulimit -n "$(ulimit -Hn)"
 fi
-port=$((20000 + RANDOM % 20000))
 # shellcheck source=bench/server.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/server.sh"
-start_server "$bin" "$port" MAX_CONNECTIONS=$((conns + 100)) MAX_IN_FLIGHT=$((conns + 100)) \
-    REDIS_KEY_PREFIX="rss$port:" "$@"
-pid=$server_pid
+start_server "$bin" MAX_CONNECTIONS=$((conns + 100)) MAX_IN_FLIGHT=$((conns + 100)) \
+    REDIS_KEY_PREFIX="rss$$:" "$@"
+pid=$server_pid port=$server_port
 curl -fs "http://127.0.0.1:$port$path" >/dev/null
 out=$(mktemp)
 wrk -t2 -c"$conns" -d"${secs}s" --timeout 10s "http://127.0.0.1:$port$path" >"$out" 2>&1 &
@@ -44,7 +43,7 @@ counter() {
 }
 requests=$(awk '/requests in/ {print $1}' "$out")
 errors=$(awk '/Socket errors/ {print $0}' "$out" | sed 's/^ *//')
-echo "$(basename -- "$bin") $path, $conns connections ${*:-}: peak RSS $((peak / 1024)) MiB;" \
+echo "$(basename -- "$bin") $path, $conns connections${*:+ $*}: peak RSS $((peak / 1024)) MiB;" \
     "$requests requests; cache reads from memory $(counter memory_hit), from Redis $(counter hit)," \
     "missed $(counter miss), bypassed $(counter bypass)${errors:+; $errors}"
 rm -f -- "$out"
