@@ -22,6 +22,7 @@
 //! # }
 //! ```
 
+mod batch;
 mod error;
 pub mod migrations;
 mod pool;

@@ -15,6 +15,7 @@ use crate::error::classify;
 #[derive(Debug)]
 pub(crate) struct Statements {
     pub(crate) insert: Statement,
+    pub(crate) insert_many: Statement,
     pub(crate) get: Statement,
     pub(crate) list: Statement,
     pub(crate) update: Statement,
@@ -28,6 +29,15 @@ macro_rules! columns {
 }
 const INSERT: &str = concat!(
     "INSERT INTO users (name, email) VALUES ($1, $2) RETURNING ",
+    columns!()
+);
+// Several creates' rows in one statement (see `batch`). A row whose email is taken (by an earlier
+// row of the batch too) is skipped, not an error: the others must still be inserted, and the
+// skipped one is known by its email's absence from what is returned. Rows go in the order queued.
+const INSERT_MANY: &str = concat!(
+    "INSERT INTO users (name, email) ",
+    "SELECT name, email FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(name, email, n) ",
+    "ORDER BY n ON CONFLICT DO NOTHING RETURNING ",
     columns!()
 );
 const GET: &str = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
@@ -47,8 +57,9 @@ const DELETE: &str = "DELETE FROM users WHERE id = $1";
 impl Statements {
     async fn prepare(client: &Client) -> Result<Self, tokio_postgres::Error> {
         // Issued together: tokio-postgres pipelines them over the one connection.
-        let (insert, get, list, update, delete) = tokio::try_join!(
+        let (insert, insert_many, get, list, update, delete) = tokio::try_join!(
             client.prepare(INSERT),
+            client.prepare(INSERT_MANY),
             client.prepare(GET),
             client.prepare(LIST),
             client.prepare(UPDATE),
@@ -56,6 +67,7 @@ impl Statements {
         )?;
         Ok(Self {
             insert,
+            insert_many,
             get,
             list,
             update,

@@ -1,6 +1,7 @@
 //! [`UserRepository`] on PostgreSQL.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,9 +13,10 @@ use userstack_core::{
     UserRepository,
 };
 
+use crate::batch::{self, Inserter, Pending};
 use crate::error::{Error, classify, is_unique_violation};
 use crate::migrations;
-use crate::pool::Manager;
+use crate::pool::{Manager, Statements};
 
 /// How the adapter connects. `Default` matches the original deployment: `db:5432`, database
 /// `mydb`, user `postgres`, password `password`.
@@ -100,6 +102,8 @@ pub struct PoolState {
 pub struct PgUserRepository {
     pool: Pool<Manager>,
     settings: PgSettings,
+    /// Creates waiting to be inserted together (see `batch`).
+    creates: Arc<batch::Queue>,
 }
 
 impl PgUserRepository {
@@ -127,7 +131,11 @@ impl PgUserRepository {
             // Our is_valid is a local check, not a round trip; see Manager::is_valid.
             .test_on_check_out(true)
             .build_unchecked(Manager::new(pooled, settings.connection_timeout));
-        Self { pool, settings }
+        Self {
+            pool,
+            settings,
+            creates: Arc::default(),
+        }
     }
 
     /// Applies pending schema migrations on a dedicated connection; safe to run from several
@@ -155,12 +163,7 @@ impl PgUserRepository {
     }
 
     async fn conn(&self) -> Result<PooledConnection<'_, Manager>> {
-        self.pool.get().await.map_err(|e| match e {
-            RunError::User(e) => e,
-            RunError::TimedOut => {
-                CoreError::store_unavailable("timed out waiting for a database connection")
-            }
-        })
+        checkout(&self.pool).await
     }
 
     /// The rows of one page, in id order (`list` and `list_json` decode them differently).
@@ -177,18 +180,124 @@ impl PgUserRepository {
         .await
     }
 
-    /// Runs one operation under the client-side deadline. If the deadline passes while a
-    /// statement is in flight, the connection is dropped with the future, and the pool discards
-    /// it (see `PgConnection::prepared`), so a hung server pins no pooled connection.
+    /// Runs one operation under the client-side deadline (see [`within`]).
     async fn deadline<T>(&self, operation: impl Future<Output = Result<T>>) -> Result<T> {
-        let limit = self.settings.connection_timeout;
-        tokio::time::timeout(limit, operation)
-            .await
-            .unwrap_or_else(|_| {
-                Err(CoreError::store_unavailable(format!(
-                    "PostgreSQL did not answer within {limit:?}"
-                )))
-            })
+        within(self.settings.connection_timeout, operation).await
+    }
+}
+
+async fn checkout(pool: &Pool<Manager>) -> Result<PooledConnection<'_, Manager>> {
+    pool.get().await.map_err(|e| match e {
+        RunError::User(e) => e,
+        RunError::TimedOut => {
+            CoreError::store_unavailable("timed out waiting for a database connection")
+        }
+    })
+}
+
+/// Runs one operation under the client-side deadline `limit`. If the deadline passes while a
+/// statement is in flight, the connection is dropped with the future, and the pool discards it
+/// (see `PgConnection::prepared`), so a hung server pins no pooled connection.
+async fn within<T>(limit: Duration, operation: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(limit, operation)
+        .await
+        .unwrap_or_else(|_| {
+            Err(CoreError::store_unavailable(format!(
+                "PostgreSQL did not answer within {limit:?}"
+            )))
+        })
+}
+
+/// Takes queued creates off the queue and inserts them, batch after batch, until none is left.
+/// The connection is taken before the rows: rows queued while it waits for one go in its batch.
+async fn run_inserter(mut inserter: Inserter, pool: Pool<Manager>, limit: Duration) {
+    loop {
+        let conn = within(limit, checkout(&pool)).await;
+        let Some(rows) = inserter.next_batch() else {
+            return;
+        };
+        let inserted = match conn {
+            Ok(mut conn) => {
+                let inserted = within(limit, async {
+                    let (client, s) = conn.prepared().await.map_err(classify)?;
+                    let inserted = insert_rows(client, s, &rows).await;
+                    conn.settled();
+                    inserted
+                })
+                .await;
+                drop(conn);
+                inserted
+            }
+            Err(e) => Err(e),
+        };
+        match inserted {
+            Ok(results) => rows.into_iter().zip(results).for_each(|(r, u)| r.answer(u)),
+            Err(e) => rows
+                .into_iter()
+                .for_each(|r| r.answer(Err(batch::shared_error(&e)))),
+        }
+    }
+}
+
+/// Inserts `rows`, one result per row in their order; `Err` when the store failed for all of them.
+/// A batch the database refuses for another reason (a row breaking a constraint the validation
+/// does not know) is retried row by row, so only the offending row fails.
+async fn insert_rows(
+    client: &tokio_postgres::Client,
+    s: &Statements,
+    rows: &[Pending],
+) -> Result<Vec<Result<User>>> {
+    if rows.len() > 1 {
+        let names: Vec<&str> = rows.iter().map(|r| r.user.name.as_str()).collect();
+        let emails: Vec<&str> = rows.iter().map(|r| r.user.email.as_str()).collect();
+        match client.query(&s.insert_many, &[&names, &emails]).await {
+            Ok(inserted) => return Ok(match_inserted(rows, &inserted)),
+            Err(e) => match classify(e) {
+                e @ CoreError::StoreUnavailable(_) => return Err(e),
+                e => tracing::warn!(error = %e, source = ?std::error::Error::source(&e),
+                    rows = rows.len(), "a batch of creates was refused; inserting row by row"),
+            },
+        }
+    }
+    let mut results = Vec::with_capacity(rows.len());
+    for row in rows {
+        results.push(insert_one(client, s, &row.user).await);
+    }
+    Ok(results)
+}
+
+/// Gives each returned row to the queued create with its email (the first, if two sent the same
+/// one); a create whose email came back with no row was skipped as a duplicate.
+fn match_inserted(rows: &[Pending], inserted: &[Row]) -> Vec<Result<User>> {
+    let mut results: Vec<Option<Result<User>>> = rows.iter().map(|_| None).collect();
+    for row in inserted {
+        let email: &str = row.get(2);
+        let mine = rows
+            .iter()
+            .zip(&results)
+            .position(|(r, result)| result.is_none() && r.user.email.as_str() == email);
+        if let Some(i) = mine {
+            results[i] = Some(Ok(user_from(row)));
+        }
+    }
+    rows.iter()
+        .zip(results)
+        .map(|(r, result)| {
+            result.unwrap_or_else(|| Err(CoreError::DuplicateEmail(r.user.email.as_str().into())))
+        })
+        .collect()
+}
+
+async fn insert_one(
+    client: &tokio_postgres::Client,
+    s: &Statements,
+    user: &NewUser,
+) -> Result<User> {
+    let (name, email) = (user.name.as_str(), user.email.as_str());
+    match client.query_one(&s.insert, &[&name, &email]).await {
+        Ok(row) => Ok(user_from(&row)),
+        Err(e) if is_unique_violation(&e) => Err(CoreError::DuplicateEmail(email.into())),
+        Err(e) => Err(classify(e)),
     }
 }
 
@@ -217,18 +326,17 @@ fn user_from(row: &Row) -> User {
 
 #[async_trait]
 impl UserRepository for PgUserRepository {
+    /// Queued and inserted together with the creates that arrive meanwhile (see `batch`).
     async fn create(&self, user: &NewUser) -> Result<User> {
-        let (name, email) = (user.name.as_str(), user.email.as_str());
+        let (answer, inserter) = self.creates.push(user.clone());
+        if let Some(inserter) = inserter {
+            let limit = self.settings.connection_timeout;
+            tokio::spawn(run_inserter(inserter, self.pool.clone(), limit));
+        }
         self.deadline(async {
-            let mut conn = self.conn().await?;
-            let (client, s) = conn.prepared().await.map_err(classify)?;
-            let result = client.query_one(&s.insert, &[&name, &email]).await;
-            conn.settled();
-            match result {
-                Ok(row) => Ok(user_from(&row)),
-                Err(e) if is_unique_violation(&e) => Err(CoreError::DuplicateEmail(email.into())),
-                Err(e) => Err(classify(e)),
-            }
+            answer
+                .await
+                .unwrap_or_else(|_| Err(CoreError::internal("the insert was abandoned")))
         })
         .await
     }
@@ -303,6 +411,146 @@ impl UserRepository for PgUserRepository {
 mod tests {
     use super::*;
     use crate::testing::TestPostgres;
+
+    /// A repository with one pooled connection, held by the test while creates queue up behind
+    /// it, and the connection itself for the test's own statements.
+    async fn one_connection() -> (TestPostgres, PgUserRepository) {
+        let server = TestPostgres::start();
+        let mut settings = server.fresh_database().await;
+        settings.pool_size = 1;
+        settings.connection_timeout = Duration::from_secs(10);
+        let repo = PgUserRepository::new(settings);
+        repo.migrate().await.unwrap();
+        (server, repo)
+    }
+
+    /// Starts a create for each (name, email), in order: each is queued before the next starts.
+    async fn queue_creates(
+        repo: &PgUserRepository,
+        users: &[(&str, &str)],
+    ) -> Vec<tokio::task::JoinHandle<Result<User>>> {
+        let mut tasks = Vec::new();
+        for (name, email) in users {
+            let before = repo.creates.queued();
+            let (repo2, user) = (repo.clone(), NewUser::parse(name, email).unwrap());
+            tasks.push(tokio::spawn(async move { repo2.create(&user).await }));
+            while repo.creates.queued() == before {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        tasks
+    }
+
+    async fn stored(repo: &PgUserRepository, sql: &str) -> Vec<Row> {
+        let mut conn = repo.conn().await.unwrap();
+        let (client, _) = conn.prepared().await.unwrap();
+        let rows = client.query(sql, &[]).await.unwrap();
+        conn.settled();
+        rows
+    }
+
+    /// Creates queued while the connection is busy go in one statement (one transaction: one
+    /// `now()`), and each gets its own answer: its row, or a duplicate when its email was taken
+    /// before or by an earlier create of the same batch (compared as the unique index does).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn creates_that_queue_together_are_inserted_by_one_statement_each_with_its_answer() {
+        let (_server, repo) = one_connection().await;
+        let taken = repo
+            .create(&NewUser::parse("Taken", "taken@example.com").unwrap())
+            .await
+            .unwrap();
+        let held = repo.conn().await.unwrap();
+        let users = [
+            ("A", "a@example.com"),
+            ("B", "b@example.com"),
+            ("Taken again", "TAKEN@example.com"),
+            ("A again", "A@Example.com"),
+            ("É", "é@example.com"),
+            ("É upper", "É@example.com"),
+            ("C", "c@example.com"),
+        ];
+        let tasks = queue_creates(&repo, &users).await;
+        drop(held);
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+
+        for (i, ((name, email), result)) in users.iter().zip(&results).enumerate() {
+            let duplicate = [2, 3].contains(&i);
+            match result {
+                Ok(user) if !duplicate => {
+                    assert_eq!((user.name.as_str(), user.email.as_str()), (*name, *email));
+                }
+                Err(CoreError::DuplicateEmail(e)) if duplicate => assert_eq!(e, email),
+                other => panic!("{name} <{email}>: {other:?}"),
+            }
+        }
+        let created: Vec<&User> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(created.len(), 5);
+        assert!(
+            created
+                .iter()
+                .all(|u| u.created_at == created[0].created_at),
+            "one transaction: {created:?}"
+        );
+        assert!(created[0].created_at > taken.created_at);
+        let rows = stored(&repo, "SELECT count(*) FROM users").await;
+        assert_eq!(rows[0].get::<_, i64>(0), 6);
+        for user in created {
+            assert_eq!(repo.get(user.id).await.unwrap().as_ref(), Some(user));
+        }
+    }
+
+    /// A row that breaks a rule of the database's the validation does not know fails alone: its
+    /// batch is retried row by row and the others are inserted.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_row_the_database_refuses_fails_alone_and_the_rest_of_its_batch_is_inserted() {
+        let (_server, repo) = one_connection().await;
+        stored(
+            &repo,
+            "ALTER TABLE users ADD CONSTRAINT no_poison CHECK (name <> 'Poison')",
+        )
+        .await;
+        let held = repo.conn().await.unwrap();
+        let users = [
+            ("A", "a@example.com"),
+            ("Poison", "p@example.com"),
+            ("B", "b@example.com"),
+        ];
+        let tasks = queue_creates(&repo, &users).await;
+        drop(held);
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        assert!(results[0].is_ok(), "{:?}", results[0]);
+        assert!(
+            matches!(results[1], Err(CoreError::Internal(_))),
+            "{:?}",
+            results[1]
+        );
+        assert!(results[2].is_ok(), "{:?}", results[2]);
+        let rows = stored(&repo, "SELECT name FROM users ORDER BY id").await;
+        let names: Vec<&str> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(names, ["A", "B"]);
+    }
+
+    /// A create abandoned while queued (its request gave up: a deadline, a client gone) is not
+    /// inserted later behind its caller's back.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_create_abandoned_while_queued_is_not_inserted() {
+        let (_server, repo) = one_connection().await;
+        let held = repo.conn().await.unwrap();
+        let tasks = queue_creates(&repo, &[("Gone", "gone@example.com")]).await;
+        tasks[0].abort();
+        let kept = queue_creates(&repo, &[("Kept", "kept@example.com")]).await;
+        drop(held);
+        kept.into_iter().next().unwrap().await.unwrap().unwrap();
+        let rows = stored(&repo, "SELECT name FROM users").await;
+        let names: Vec<&str> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(names, ["Kept"]);
+    }
 
     /// Without `plan_cache_mode`, PostgreSQL re-plans the page statement on every execution
     /// (`custom_plans` counts up); with it, the plan made once is reused. (The two counters exist
