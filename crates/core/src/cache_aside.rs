@@ -2,7 +2,9 @@
 //!
 //! ## A generation
 //! Every cached value is tagged with the *generation* it was read under, and every successful
-//! write increments the generation (`users:generation`) before the write's result is returned.
+//! write sees the generation (`users:generation`) incremented by an increment sent after it
+//! finished before the write's result is returned (writes that finish together share one:
+//! [`crate::increments`]).
 //! A read fetches the generation and its key in one round trip (`get_many`) and trusts the value
 //! only if its tag equals the current generation. This closes the classic cache-aside race (a slow
 //! reader that loaded the old row stores it *after* the writer invalidated): the slow reader's tag
@@ -38,6 +40,7 @@ use bytes::Bytes;
 use crate::cache::Cache;
 use crate::config::ServiceConfig;
 use crate::error::{Error, Result};
+use crate::increments::SharedIncrements;
 use crate::local_cache::{self, LocalCache};
 use crate::stats::{CacheStats, CacheStatsSnapshot};
 use crate::user::UserId;
@@ -142,6 +145,8 @@ pub(crate) struct CacheAside {
     /// The value of `missed` that the last successful catch-up increment covers. The cache may
     /// be read only when this has caught up with `missed`.
     resynced: AtomicU64,
+    /// Writes that finish together share one increment.
+    increments: SharedIncrements,
     epoch: Instant,
 }
 
@@ -157,6 +162,7 @@ impl CacheAside {
             retry_at_ms: AtomicU64::new(0),
             missed: AtomicU64::new(0),
             resynced: AtomicU64::new(0),
+            increments: SharedIncrements::default(),
             epoch: Instant::now(),
         }
     }
@@ -281,20 +287,27 @@ impl CacheAside {
     }
 
     /// Makes every cached user and page stale; if the cache cannot be told now, the write counts
-    /// as missed and the cache is re-synchronised before it is read again.
+    /// as missed and the cache is re-synchronised before it is read again. The increment is
+    /// shared with the writes that finish while the previous one is in flight.
     async fn invalidate(&self) {
         if !self.usable().await {
             self.missed.fetch_add(1, Ordering::AcqRel);
             return;
         }
-        match self.bounded(self.cache.incr(GENERATION_KEY)).await {
-            Ok(generation) => {
-                self.local.observe(generation);
+        let increment = || async {
+            match self.bounded(self.cache.incr(GENERATION_KEY)).await {
+                Ok(generation) => {
+                    self.local.observe(generation);
+                    true
+                }
+                Err(e) => {
+                    self.failed(&e);
+                    false
+                }
             }
-            Err(e) => {
-                self.missed.fetch_add(1, Ordering::AcqRel);
-                self.failed(&e);
-            }
+        };
+        if !self.increments.after_write(increment).await {
+            self.missed.fetch_add(1, Ordering::AcqRel);
         }
     }
 
