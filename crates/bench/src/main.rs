@@ -444,7 +444,7 @@ async fn run(args: Args) -> Result<()> {
     let ceiling = bench
         .measure(
             "pgbench_insert",
-            "pgbench: the same INSERT ... RETURNING",
+            "pgbench: one-row INSERT ... RETURNING",
             &Load::Pgbench {
                 script: insert_script,
                 clients: POOL_SIZE,
