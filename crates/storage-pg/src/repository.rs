@@ -441,6 +441,19 @@ mod tests {
         tasks
     }
 
+    /// Queues every create while the test holds the one connection, then lets them go: they
+    /// are taken together. Their results, in order.
+    async fn create_together(repo: &PgUserRepository, users: &[(&str, &str)]) -> Vec<Result<User>> {
+        let held = repo.conn().await.unwrap();
+        let tasks = queue_creates(repo, users).await;
+        drop(held);
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        results
+    }
+
     async fn stored(repo: &PgUserRepository, sql: &str) -> Vec<Row> {
         let mut conn = repo.conn().await.unwrap();
         let (client, _) = conn.prepared().await.unwrap();
@@ -459,7 +472,6 @@ mod tests {
             .create(&NewUser::parse("Taken", "taken@example.com").unwrap())
             .await
             .unwrap();
-        let held = repo.conn().await.unwrap();
         let users = [
             ("A", "a@example.com"),
             ("B", "b@example.com"),
@@ -469,12 +481,7 @@ mod tests {
             ("É upper", "É@example.com"),
             ("C", "c@example.com"),
         ];
-        let tasks = queue_creates(&repo, &users).await;
-        drop(held);
-        let mut results = Vec::new();
-        for task in tasks {
-            results.push(task.await.unwrap());
-        }
+        let results = create_together(&repo, &users).await;
 
         for (i, ((name, email), result)) in users.iter().zip(&results).enumerate() {
             let duplicate = [2, 3].contains(&i);
@@ -512,18 +519,12 @@ mod tests {
             "ALTER TABLE users ADD CONSTRAINT no_poison CHECK (name <> 'Poison')",
         )
         .await;
-        let held = repo.conn().await.unwrap();
         let users = [
             ("A", "a@example.com"),
             ("Poison", "p@example.com"),
             ("B", "b@example.com"),
         ];
-        let tasks = queue_creates(&repo, &users).await;
-        drop(held);
-        let mut results = Vec::new();
-        for task in tasks {
-            results.push(task.await.unwrap());
-        }
+        let results = create_together(&repo, &users).await;
         assert!(results[0].is_ok(), "{:?}", results[0]);
         assert!(
             matches!(results[1], Err(CoreError::Internal(_))),
