@@ -122,6 +122,7 @@ impl Drop for Inserter {
 pub(crate) fn shared_error(error: &CoreError) -> CoreError {
     match error {
         CoreError::StoreUnavailable(source) => CoreError::store_unavailable(source.to_string()),
+        CoreError::Internal(source) => CoreError::internal(source.to_string()),
         other => CoreError::internal(other.to_string()),
     }
 }
