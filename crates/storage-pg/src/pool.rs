@@ -33,11 +33,14 @@ const INSERT: &str = concat!(
 );
 // Several creates' rows in one statement (see `batch`). A row whose email is taken (by an earlier
 // row of the batch too) is skipped, not an error: the others must still be inserted, and the
-// skipped one is known by its email's absence from what is returned. Rows go in the order queued.
+// skipped one is known by its email's absence from what is returned. Rows go in the order of the
+// unique index's key, then the order queued: a row waits for an uncommitted row with its key, so
+// two batches in flight taking keys in different orders could each wait for the other (a
+// deadlock, broken by PostgreSQL after `deadlock_timeout` by failing one of them).
 const INSERT_MANY: &str = concat!(
     "INSERT INTO users (name, email) ",
     "SELECT name, email FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(name, email, n) ",
-    "ORDER BY n ON CONFLICT DO NOTHING RETURNING ",
+    "ORDER BY lower(email COLLATE \"C\"), n ON CONFLICT DO NOTHING RETURNING ",
     columns!()
 );
 const GET: &str = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");

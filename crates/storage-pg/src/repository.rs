@@ -537,6 +537,111 @@ mod tests {
         assert_eq!(names, ["A", "B"]);
     }
 
+    /// Two batches in flight that share emails take them in one order (the unique index's), so
+    /// neither waits for the other while holding what the other waits for. Here the first batch
+    /// is held up by another transaction's uncommitted `m0`, the second arrives meanwhile with
+    /// `m2` and `m1`; in queued order the first would hold `m1` and wait for `m2` while the second
+    /// held `m2` and waited for `m1`, and PostgreSQL would fail one of them (after
+    /// `deadlock_timeout`), its rows then coming back as duplicates of the other's.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn batches_in_flight_take_their_emails_in_one_order_and_do_not_deadlock() {
+        let server = TestPostgres::start();
+        let mut settings = server.fresh_database().await;
+        settings.pool_size = 2;
+        settings.connection_timeout = Duration::from_secs(10);
+        settings.statement_timeout = Duration::from_secs(8);
+        let repo = PgUserRepository::new(settings.clone());
+        repo.migrate().await.unwrap();
+        let (other, connection) = settings
+            .config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        other
+            .batch_execute(
+                "BEGIN; INSERT INTO users (name, email) VALUES ('Other', 'm0@example.com')",
+            )
+            .await
+            .unwrap();
+
+        let (watcher, connection) = settings
+            .config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let batches_waiting_for_a_lock = || async {
+            let row = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO users%unnest%'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            row.get::<_, i64>(0)
+        };
+        // Polls until `done`, for at most 10 s.
+        async fn until<F: Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
+            for _ in 0..1000 {
+                if done().await {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("not within 10 s: {what}");
+        }
+
+        let (first_conn, second_conn) = (repo.conn().await.unwrap(), repo.conn().await.unwrap());
+        let first = queue_creates(
+            &repo,
+            &[
+                ("F1", "m1@example.com"),
+                ("F0", "m0@example.com"),
+                ("F2", "m2@example.com"),
+            ],
+        )
+        .await;
+        drop(first_conn);
+        until("the first batch waits for m0", || async {
+            batches_waiting_for_a_lock().await == 1
+        })
+        .await;
+        let second =
+            queue_creates(&repo, &[("S2", "m2@example.com"), ("S1", "m1@example.com")]).await;
+        drop(second_conn);
+        // Done, or (in queued order) waiting for the first batch's m1.
+        until("the second batch is done or waits", || async {
+            second.iter().all(|t| t.is_finished()) || batches_waiting_for_a_lock().await == 2
+        })
+        .await;
+        other.batch_execute("ROLLBACK").await.unwrap();
+        let mut answers = Vec::new();
+        for task in second.into_iter().chain(first) {
+            answers.push(task.await.unwrap());
+        }
+
+        let outcome: Vec<String> = answers
+            .iter()
+            .map(|a| match a {
+                Ok(user) => user.name.as_str().to_owned(),
+                Err(CoreError::DuplicateEmail(email)) => format!("duplicate {email}"),
+                Err(e) => format!("error {e}"),
+            })
+            .collect();
+        assert_eq!(
+            outcome,
+            [
+                "S2",
+                "S1",
+                "duplicate m1@example.com",
+                "F0",
+                "duplicate m2@example.com"
+            ]
+        );
+    }
+
     /// A create abandoned while queued (its request gave up: a deadline, a client gone) is not
     /// inserted later behind its caller's back.
     #[tokio::test(flavor = "multi_thread")]
