@@ -2,8 +2,8 @@
 //!
 //! ## A generation
 //! Every cached value is tagged with the *generation* it was read under, and every successful
-//! write sees the generation (`users:generation`) incremented by an increment sent after it
-//! finished before the write's result is returned (writes that finish together share one:
+//! write, before its result is returned, waits for an increment of the generation
+//! (`users:generation`) sent after it finished (writes that finish together share one:
 //! [`crate::increments`]).
 //! A read fetches the generation and its key in one round trip (`get_many`) and trusts the value
 //! only if its tag equals the current generation. This closes the classic cache-aside race (a slow
