@@ -552,12 +552,7 @@ mod tests {
         settings.statement_timeout = Duration::from_secs(8);
         let repo = PgUserRepository::new(settings.clone());
         repo.migrate().await.unwrap();
-        let (other, connection) = settings
-            .config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let other = TestPostgres::client(&settings).await;
         other
             .batch_execute(
                 "BEGIN; INSERT INTO users (name, email) VALUES ('Other', 'm0@example.com')",
@@ -565,12 +560,7 @@ mod tests {
             .await
             .unwrap();
 
-        let (watcher, connection) = settings
-            .config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let watcher = TestPostgres::client(&settings).await;
         let batches_waiting_for_a_lock = || async {
             let row = watcher
                 .query_one(

@@ -111,13 +111,8 @@ impl TestPostgres {
             std::process::id(),
             DATABASES.fetch_add(1, Ordering::Relaxed)
         );
-        let (client, connection) = self
-            .base
-            .connect(tokio_postgres::NoTls)
+        connect(&self.base)
             .await
-            .expect("connect to the test server");
-        tokio::spawn(connection);
-        client
             // A Unicode LC_CTYPE, as the official image's en_US.utf8, so that locale-dependent
             // behaviour (lower() on non-ASCII letters) shows in tests.
             .batch_execute(&format!(
@@ -133,6 +128,12 @@ impl TestPostgres {
             pool_size: 4,
             ..PgSettings::default()
         }
+    }
+
+    /// A connection of its own to `settings`' database, outside any pool (to hold a lock, to
+    /// watch `pg_stat_activity`, to check what was stored); its driver runs on a spawned task.
+    pub async fn client(settings: &PgSettings) -> tokio_postgres::Client {
+        connect(&settings.config).await
     }
 
     /// A `postgres://` URL for `settings`, for programs configured through `DATABASE_URL`.
@@ -364,4 +365,13 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("find a free port")
         .port()
+}
+
+async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test PostgreSQL");
+    tokio::spawn(connection);
+    client
 }

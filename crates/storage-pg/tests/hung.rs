@@ -115,12 +115,7 @@ async fn the_server_cancels_a_statement_stuck_behind_a_lock_and_the_connection_i
     repo.migrate().await.unwrap();
     repo.get(UserId(1)).await.unwrap();
 
-    let (locker, connection) = settings
-        .config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let locker = TestPostgres::client(&settings).await;
     locker
         .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
         .await
@@ -148,12 +143,7 @@ async fn a_migration_gives_up_waiting_for_a_table_lock() {
     let server = TestPostgres::start();
     let mut settings = server.fresh_database().await;
     settings.migration_lock_timeout = Duration::from_millis(300);
-    let (locker, connection) = settings
-        .config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let locker = TestPostgres::client(&settings).await;
     // The bookkeeping table exists and a long transaction holds it.
     locker
         .batch_execute(

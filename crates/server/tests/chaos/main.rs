@@ -283,12 +283,7 @@ async fn time_to_recover(base: &str) -> Duration {
 /// Acknowledged users missing from PostgreSQL.
 async fn lost_writes(database: &PgSettings, ledger: &Ledger) -> usize {
     let ids: Vec<i64> = ledger.users.lock().unwrap().keys().copied().collect();
-    let (client, connection) = database
-        .config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = TestPostgres::client(database).await;
     let found = client
         .query("SELECT count(*) FROM users WHERE id = ANY($1)", &[&ids])
         .await
