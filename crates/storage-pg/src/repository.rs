@@ -216,17 +216,16 @@ async fn run_inserter(mut inserter: Inserter, pool: Pool<Manager>, limit: Durati
         let Some(rows) = inserter.next_batch() else {
             return;
         };
+        // The connection goes back to the pool at the end of its arm, before the answers.
         let inserted = match conn {
             Ok(mut conn) => {
-                let inserted = within(limit, async {
+                within(limit, async {
                     let (client, s) = conn.prepared().await.map_err(classify)?;
                     let inserted = insert_rows(client, s, &rows).await;
                     conn.settled();
                     inserted
                 })
-                .await;
-                drop(conn);
-                inserted
+                .await
             }
             Err(e) => Err(e),
         };
