@@ -2,20 +2,24 @@
 # Server CPU per request of one userstack binary on one path, for A/B pairs of binaries on a
 # shared machine where req/s drifts: CPU per request moves much less with the other load.
 #
-#   DATABASE_URL=... REDIS_URL=redis://127.0.0.1:6379 bench/cpu-per-request.sh BIN warm|pg|post [SECONDS]
+#   DATABASE_URL=... REDIS_URL=redis://127.0.0.1:6379 bench/cpu-per-request.sh BIN warm|pg|post [SECONDS [CONNECTIONS [THREADS]]]
 #
 # warm: GET /users (one page, from the cache after the first request). pg: GET /users?limit=100
 # with a distinct after= per request (bench/pages.lua) on a server whose Redis is a closed port
 # and whose backoff is a day, so every read goes to PostgreSQL (the database needs 10^5 users).
-# post: POST /users with a unique email per request (bench/wrk.lua's post mode). wrk: one
-# thread, 32 connections, 1 s of warm-up, then SECONDS measured; the server's utime+stime from
-# /proc over that window divided by the requests wrk counted. Run two binaries in turn, several
-# times, and compare the medians.
+# post: POST /users with a unique email per request (bench/wrk.lua's post mode). wrk: THREADS
+# threads (default 1) over CONNECTIONS connections (default 32; bench/run.sh's paths run 2 and
+# 64), 1 s of warm-up, then SECONDS (default 6) measured; the server's utime+stime from /proc
+# over that window divided by the requests wrk counted. Run two binaries in turn, several times,
+# and compare the medians.
 set -euo pipefail
 
-bin=${1:?usage: bench/cpu-per-request.sh BIN warm|pg|post [SECONDS]}
-mode=${2:?usage: bench/cpu-per-request.sh BIN warm|pg|post [SECONDS]}
+usage="usage: bench/cpu-per-request.sh BIN warm|pg|post [SECONDS [CONNECTIONS [THREADS]]]"
+bin=${1:?$usage}
+mode=${2:?$usage}
 secs=${3:-6}
+conns=${4:-32}
+threads=${5:-1}
 : "${DATABASE_URL:?DATABASE_URL is needed}" "${REDIS_URL:?REDIS_URL is needed}"
 here=$(dirname -- "${BASH_SOURCE[0]}")
 run="cpu$$-$EPOCHSECONDS" # unique emails and cache keys per run, also in a reused database
@@ -35,11 +39,11 @@ export WRK_OUT=/dev/null # wrk.lua's JSON result: not needed here
 start_server "$bin" DATABASE_POOL_SIZE=16 REDIS_URL="$redis" REDIS_KEY_PREFIX="$run:" "${extra[@]}"
 pid=$server_pid port=$server_port
 curl -fs "http://127.0.0.1:$port/users" >/dev/null
-wrk -t1 -c32 -d1s "${script[@]}" "http://127.0.0.1:$port/users" "${warmup_args[@]}" >/dev/null
+wrk -t"$threads" -c"$conns" -d1s "${script[@]}" "http://127.0.0.1:$port/users" "${warmup_args[@]}" >/dev/null
 # utime and stime: what the process ran itself, and what the kernel ran for it (system calls).
 ticks() { awk '{print $14, $15}' "/proc/$pid/stat"; }
 read -r user_before sys_before < <(ticks)
-out=$(wrk -t1 -c32 -d"${secs}s" "${script[@]}" "http://127.0.0.1:$port/users" "${run_args[@]}")
+out=$(wrk -t"$threads" -c"$conns" -d"${secs}s" "${script[@]}" "http://127.0.0.1:$port/users" "${run_args[@]}")
 read -r user_after sys_after < <(ticks)
 requests=$(awk '/requests in/ {print $1}' <<<"$out")
 failed=$(awk '/Non-2xx/ {print $NF}' <<<"$out")

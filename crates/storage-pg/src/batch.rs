@@ -1,125 +1,189 @@
-//! Creates that arrive together share one `INSERT`. A create queues its row and, when fewer than
-//! [`MAX_INSERTERS`] inserters are running, starts one; an inserter takes a connection, then every
-//! row queued by then (up to [`MAX_ROWS`]), sends them in one statement and answers each row's
-//! request, until the queue is empty. Alone, a create is one statement of one row, as before;
-//! under load, PostgreSQL parses, executes, commits and answers once for many rows.
+//! Requests that arrive together share one statement. A request queues its job (a row to insert,
+//! a page to read) and, when fewer than [`Job::MAX_RUNNERS`] runners of its kind are running,
+//! starts one; a runner takes a connection, then every job queued by then (up to
+//! [`Job::MAX_BATCH`]), runs them as one statement and answers each job's request, until the
+//! queue is empty. Alone, a job is the one-row statement it always was; under load, PostgreSQL
+//! parses, executes and answers once for many, and the server reads and writes its socket once.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
+use bb8::Pool;
 use tokio::sync::oneshot;
-use userstack_core::{Error as CoreError, NewUser, Result, User};
+use tokio_postgres::Client;
+use userstack_core::{Error as CoreError, Result};
 
-/// Most rows in one statement: a batch is answered only when all of it is, so an unbounded one
-/// would hold its first rows' requests for the last ones' sake.
-pub(crate) const MAX_ROWS: usize = 64;
+use crate::error::classify;
+use crate::pool::{Manager, Statements};
+use crate::repository::{checkout, within};
 
-/// Most inserters (statements of creates in flight) at once. With more, each takes fewer rows and
-/// PostgreSQL's per-statement cost comes back: on two cores, 32 connections posting, 1 inserter
-/// took 14 267–16 129 creates/s, 2 took 12 891–15 770, 4 took 11 326–12 154 and 8 took 9 057–9 464
-/// (`bench/cpu-per-request.sh BIN post 4`, in turns). Two keep a batch filling while one is sent.
-pub(crate) const MAX_INSERTERS: usize = 2;
+/// What a batch of queued jobs of one kind runs as.
+pub(crate) trait Job: Sized + Send + Sync + 'static {
+    type Answer: Send + 'static;
+    /// Most jobs in one statement: a batch is answered only when all of it is, so an unbounded
+    /// one would hold its first jobs' requests for the last ones' sake.
+    const MAX_BATCH: usize;
+    /// Most runners (statements of this kind in flight) at once. With more, each takes fewer jobs
+    /// and PostgreSQL's per-statement cost comes back; two keep a batch filling while one is sent.
+    const MAX_RUNNERS: usize;
 
-/// One create waiting for its row to be inserted.
-pub(crate) struct Pending {
-    pub(crate) user: NewUser,
-    pub(crate) reply: oneshot::Sender<Result<User>>,
+    /// Runs `jobs` (never empty), one answer per job in their order; `Err` when the store failed
+    /// for all of them.
+    fn run<'a>(
+        client: &'a Client,
+        statements: &'a Statements,
+        jobs: &'a [Pending<Self>],
+    ) -> impl Future<Output = Result<Vec<Result<Self::Answer>>>> + Send + 'a;
 }
 
-impl Pending {
+/// One job waiting for its statement.
+pub(crate) struct Pending<J: Job> {
+    pub(crate) job: J,
+    reply: oneshot::Sender<Result<J::Answer>>,
+}
+
+impl<J: Job> Pending<J> {
     /// Answers the request; one that has gone (its deadline passed) is not waiting any more.
-    pub(crate) fn answer(self, result: Result<User>) {
+    fn answer(self, result: Result<J::Answer>) {
         let _ = self.reply.send(result);
     }
 }
 
-/// The rows waiting for an inserter, and how many inserters run.
-#[derive(Default)]
-pub(crate) struct Queue {
-    state: Mutex<State>,
+/// The jobs of one kind waiting for a runner, and how many runners run.
+pub(crate) struct Queue<J: Job> {
+    state: Mutex<State<J>>,
 }
 
-#[derive(Default)]
-struct State {
-    rows: Vec<Pending>,
-    inserters: usize,
+struct State<J: Job> {
+    jobs: Vec<Pending<J>>,
+    runners: usize,
 }
 
-impl std::fmt::Debug for Queue {
+impl<J: Job> Default for Queue<J> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(State {
+                jobs: Vec::new(),
+                runners: 0,
+            }),
+        }
+    }
+}
+
+impl<J: Job> std::fmt::Debug for Queue<J> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = self.lock();
         f.debug_struct("Queue")
-            .field("rows", &state.rows.len())
-            .field("inserters", &state.inserters)
+            .field("jobs", &state.jobs.len())
+            .field("runners", &state.runners)
             .finish()
     }
 }
 
-impl Queue {
-    fn lock(&self) -> MutexGuard<'_, State> {
+impl<J: Job> Queue<J> {
+    fn lock(&self) -> MutexGuard<'_, State<J>> {
         // The state is a Vec and a count, consistent after every statement that holds the lock.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `user`'s row and returns the receiver of its answer, and an [`Inserter`] for the
-    /// caller to run unless enough are running (one of them will take the row).
+    /// Queues `job` and returns the receiver of its answer, and a [`Runner`] for the caller to
+    /// start unless enough are running (one of them will take the job).
     pub(crate) fn push(
         self: &Arc<Self>,
-        user: NewUser,
-    ) -> (oneshot::Receiver<Result<User>>, Option<Inserter>) {
+        job: J,
+    ) -> (oneshot::Receiver<Result<J::Answer>>, Option<Runner<J>>) {
         let (reply, answer) = oneshot::channel();
         let mut state = self.lock();
-        state.rows.push(Pending { user, reply });
-        let start = state.inserters < MAX_INSERTERS;
-        state.inserters += usize::from(start);
-        let inserter = start.then(|| Inserter {
+        state.jobs.push(Pending { job, reply });
+        let start = state.runners < J::MAX_RUNNERS;
+        state.runners += usize::from(start);
+        let runner = start.then(|| Runner {
             queue: self.clone(),
             stopped: false,
         });
-        (answer, inserter)
+        (answer, runner)
     }
 
     #[cfg(test)]
     pub(crate) fn queued(&self) -> usize {
-        self.lock().rows.len()
+        self.lock().jobs.len()
     }
 }
 
-/// The right to take rows off the queue, held by one running inserter.
-pub(crate) struct Inserter {
-    queue: Arc<Queue>,
+/// The right to take jobs off the queue, held by one running runner.
+pub(crate) struct Runner<J: Job> {
+    queue: Arc<Queue<J>>,
     stopped: bool,
 }
 
-impl Inserter {
-    /// The next rows to insert, without those whose request has gone; `None` when there are none,
-    /// and then this inserter is counted off under the same lock (so a row queued after it starts
+impl<J: Job> Runner<J> {
+    /// The next jobs to run, without those whose request has gone; `None` when there are none,
+    /// and then this runner is counted off under the same lock (so a job queued after it starts
     /// a new one).
-    pub(crate) fn next_batch(&mut self) -> Option<Vec<Pending>> {
+    fn next_batch(&mut self) -> Option<Vec<Pending<J>>> {
         let mut state = self.queue.lock();
-        state.rows.retain(|row| !row.reply.is_closed());
-        if state.rows.is_empty() {
-            state.inserters -= 1;
+        state.jobs.retain(|job| !job.reply.is_closed());
+        if state.jobs.is_empty() {
+            state.runners -= 1;
             self.stopped = true;
             return None;
         }
-        let n = state.rows.len().min(MAX_ROWS);
-        Some(state.rows.drain(..n).collect())
+        let n = state.jobs.len().min(J::MAX_BATCH);
+        Some(state.jobs.drain(..n).collect())
     }
-}
 
-impl Drop for Inserter {
-    /// Counts off an inserter that stopped other than by running out of rows (a panic, the
-    /// runtime shutting down): otherwise creates would queue with no inserter to take them.
-    fn drop(&mut self) {
-        if !self.stopped {
-            self.queue.lock().inserters -= 1;
+    /// Takes queued jobs off the queue and runs them, batch after batch, until none is left, each
+    /// batch under the deadline `limit`. The connection is taken before the jobs: jobs queued
+    /// while it waits for one go in its batch.
+    pub(crate) async fn run(mut self, pool: Pool<Manager>, limit: Duration) {
+        loop {
+            let conn = within(limit, checkout(&pool)).await;
+            let Some(jobs) = self.next_batch() else {
+                return;
+            };
+            // The connection goes back to the pool at the end of its arm, before the answers.
+            let results = match conn {
+                Ok(mut conn) => {
+                    within(limit, async {
+                        let (client, s) = conn.prepared().await.map_err(classify)?;
+                        let results = J::run(client, s, &jobs).await;
+                        conn.settled();
+                        results
+                    })
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match results {
+                Ok(results) => jobs.into_iter().zip(results).for_each(|(j, r)| j.answer(r)),
+                // Alone, a job gets the driver's error itself, its source chain included.
+                Err(e) if jobs.len() == 1 => {
+                    if let Some(job) = jobs.into_iter().next() {
+                        job.answer(Err(e));
+                    }
+                }
+                Err(e) => jobs
+                    .into_iter()
+                    .for_each(|j| j.answer(Err(shared_error(&e)))),
+            }
         }
     }
 }
 
-/// The error every row of a batch gets when the batch as a whole failed (its driver error cannot
+impl<J: Job> Drop for Runner<J> {
+    /// Counts off a runner that stopped other than by running out of jobs (a panic, the runtime
+    /// shutting down): otherwise jobs would queue with no runner to take them.
+    fn drop(&mut self) {
+        if !self.stopped {
+            self.queue.lock().runners -= 1;
+        }
+    }
+}
+
+/// The error every job of a batch gets when the batch as a whole failed (its driver error cannot
 /// be cloned; its message can).
-pub(crate) fn shared_error(error: &CoreError) -> CoreError {
+fn shared_error(error: &CoreError) -> CoreError {
     match error {
         CoreError::StoreUnavailable(source) => CoreError::store_unavailable(source.to_string()),
         CoreError::Internal(source) => CoreError::internal(source.to_string()),

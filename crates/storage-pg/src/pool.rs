@@ -18,6 +18,7 @@ pub(crate) struct Statements {
     pub(crate) insert_many: Statement,
     pub(crate) get: Statement,
     pub(crate) list: Statement,
+    pub(crate) list_many: Statement,
     pub(crate) update: Statement,
     pub(crate) delete: Statement,
 }
@@ -49,6 +50,17 @@ pub(crate) const LIST: &str = concat!(
     columns!(),
     " FROM users WHERE id > $1 ORDER BY id LIMIT $2"
 );
+// Several requests' pages in one statement (see `batch`): each page is `LIST` for one (after,
+// limit) pair, its rows tagged with the pair's place `n`. The nested loop over the pairs emits
+// each page's rows as its index scan returns them, in id order; an `ORDER BY n, id` would add a
+// sort of every row of the batch for an order the plan already gives.
+pub(crate) const LIST_MANY: &str = concat!(
+    "SELECT u.id, u.name, u.email, u.created_at, u.updated_at, r.n ",
+    "FROM unnest($1::int8[], $2::int8[]) WITH ORDINALITY AS r(after, lim, n) ",
+    "CROSS JOIN LATERAL (SELECT ",
+    columns!(),
+    " FROM users WHERE id > r.after ORDER BY id LIMIT r.lim) u"
+);
 // clock_timestamp(), not now(): now() is the transaction's start, which two quick updates share.
 const UPDATE: &str = concat!(
     "UPDATE users SET name = COALESCE($2, name), email = COALESCE($3, email), ",
@@ -60,11 +72,12 @@ const DELETE: &str = "DELETE FROM users WHERE id = $1";
 impl Statements {
     async fn prepare(client: &Client) -> Result<Self, tokio_postgres::Error> {
         // Issued together: tokio-postgres pipelines them over the one connection.
-        let (insert, insert_many, get, list, update, delete) = tokio::try_join!(
+        let (insert, insert_many, get, list, list_many, update, delete) = tokio::try_join!(
             client.prepare(INSERT),
             client.prepare(INSERT_MANY),
             client.prepare(GET),
             client.prepare(LIST),
+            client.prepare(LIST_MANY),
             client.prepare(UPDATE),
             client.prepare(DELETE),
         )?;
@@ -73,6 +86,7 @@ impl Statements {
             insert_many,
             get,
             list,
+            list_many,
             update,
             delete,
         })

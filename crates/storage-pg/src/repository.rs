@@ -13,7 +13,7 @@ use userstack_core::{
     UserRepository,
 };
 
-use crate::batch::{self, Inserter, Pending};
+use crate::batch::{self, Job, Pending};
 use crate::error::{Error, classify, is_unique_violation};
 use crate::migrations;
 use crate::pool::{Manager, Statements};
@@ -102,8 +102,10 @@ pub struct PoolState {
 pub struct PgUserRepository {
     pool: Pool<Manager>,
     settings: PgSettings,
-    /// Creates waiting to be inserted together (see `batch`).
-    creates: Arc<batch::Queue>,
+    /// Creates waiting to be inserted together, and pages waiting to be read together (see
+    /// `batch`).
+    creates: Arc<batch::Queue<NewUser>>,
+    pages: Arc<batch::Queue<PageRequest>>,
 }
 
 impl PgUserRepository {
@@ -135,6 +137,7 @@ impl PgUserRepository {
             pool,
             settings,
             creates: Arc::default(),
+            pages: Arc::default(),
         }
     }
 
@@ -166,16 +169,24 @@ impl PgUserRepository {
         checkout(&self.pool).await
     }
 
-    /// The rows of one page, in id order (`list` and `list_json` decode them differently).
+    /// The rows of one page, in id order (`list` and `list_json` decode them differently), read
+    /// together with the pages asked for meanwhile (see `batch`).
     async fn list_rows(&self, page: PageRequest) -> Result<Vec<Row>> {
-        let after = page.after().map_or(i64::MIN, |a| a.0);
-        let limit = i64::from(page.limit());
+        self.queued(&self.pages, page).await
+    }
+
+    /// Queues `job` with the others of its kind, starts a runner if too few run, and waits for
+    /// the answer under the client-side deadline.
+    async fn queued<J: Job>(&self, queue: &Arc<batch::Queue<J>>, job: J) -> Result<J::Answer> {
+        let (answer, runner) = queue.push(job);
+        if let Some(runner) = runner {
+            let limit = self.settings.connection_timeout;
+            tokio::spawn(runner.run(self.pool.clone(), limit));
+        }
         self.deadline(async {
-            let mut conn = self.conn().await?;
-            let (client, s) = conn.prepared().await.map_err(classify)?;
-            let rows = client.query(&s.list, &[&after, &limit]).await;
-            conn.settled();
-            rows.map_err(classify)
+            answer
+                .await
+                .unwrap_or_else(|_| Err(CoreError::internal("the statement was abandoned")))
         })
         .await
     }
@@ -186,7 +197,7 @@ impl PgUserRepository {
     }
 }
 
-async fn checkout(pool: &Pool<Manager>) -> Result<PooledConnection<'_, Manager>> {
+pub(crate) async fn checkout(pool: &Pool<Manager>) -> Result<PooledConnection<'_, Manager>> {
     pool.get().await.map_err(|e| match e {
         RunError::User(e) => e,
         RunError::TimedOut => {
@@ -198,7 +209,10 @@ async fn checkout(pool: &Pool<Manager>) -> Result<PooledConnection<'_, Manager>>
 /// Runs one operation under the client-side deadline `limit`. If the deadline passes while a
 /// statement is in flight, the connection is dropped with the future, and the pool discards it
 /// (see `PgConnection::prepared`), so a hung server pins no pooled connection.
-async fn within<T>(limit: Duration, operation: impl Future<Output = Result<T>>) -> Result<T> {
+pub(crate) async fn within<T>(
+    limit: Duration,
+    operation: impl Future<Output = Result<T>>,
+) -> Result<T> {
     tokio::time::timeout(limit, operation)
         .await
         .unwrap_or_else(|_| {
@@ -208,73 +222,95 @@ async fn within<T>(limit: Duration, operation: impl Future<Output = Result<T>>) 
         })
 }
 
-/// Takes queued creates off the queue and inserts them, batch after batch, until none is left.
-/// The connection is taken before the rows: rows queued while it waits for one go in its batch.
-async fn run_inserter(mut inserter: Inserter, pool: Pool<Manager>, limit: Duration) {
-    loop {
-        let conn = within(limit, checkout(&pool)).await;
-        let Some(rows) = inserter.next_batch() else {
-            return;
-        };
-        // The connection goes back to the pool at the end of its arm, before the answers.
-        let inserted = match conn {
-            Ok(mut conn) => {
-                within(limit, async {
-                    let (client, s) = conn.prepared().await.map_err(classify)?;
-                    let inserted = insert_rows(client, s, &rows).await;
-                    conn.settled();
-                    inserted
-                })
-                .await
+/// A create: its row, inserted with the others queued meanwhile.
+impl Job for NewUser {
+    type Answer = User;
+    const MAX_BATCH: usize = 64;
+    /// On two cores, 32 connections posting, 1 inserter took 14 267–16 129 creates/s, 2 took
+    /// 12 891–15 770, 4 took 11 326–12 154 and 8 took 9 057–9 464 (`bench/cpu-per-request.sh BIN
+    /// post 4`, in turns).
+    const MAX_RUNNERS: usize = 2;
+
+    /// A batch the database refuses for another reason than being unavailable (a row breaking a
+    /// constraint the validation does not know) is retried row by row, so only the offending row
+    /// fails.
+    async fn run(
+        client: &tokio_postgres::Client,
+        s: &Statements,
+        rows: &[Pending<Self>],
+    ) -> Result<Vec<Result<User>>> {
+        if rows.len() > 1 {
+            let names: Vec<&str> = rows.iter().map(|r| r.job.name.as_str()).collect();
+            let emails: Vec<&str> = rows.iter().map(|r| r.job.email.as_str()).collect();
+            match client.query(&s.insert_many, &[&names, &emails]).await {
+                Ok(inserted) => return Ok(match_inserted(rows, &inserted)),
+                Err(e) => match classify(e) {
+                    e @ CoreError::StoreUnavailable(_) => return Err(e),
+                    e => tracing::warn!(error = %e, source = ?std::error::Error::source(&e),
+                        rows = rows.len(), "a batch of creates was refused; inserting row by row"),
+                },
             }
-            Err(e) => Err(e),
-        };
-        match inserted {
-            Ok(results) => rows.into_iter().zip(results).for_each(|(r, u)| r.answer(u)),
-            Err(e) => rows
-                .into_iter()
-                .for_each(|r| r.answer(Err(batch::shared_error(&e)))),
         }
+        let mut results = Vec::with_capacity(rows.len());
+        for row in rows {
+            results.push(insert_one(client, s, &row.job).await);
+        }
+        Ok(results)
     }
 }
 
-/// Inserts `rows`, one result per row in their order; `Err` when the store failed for all of them.
-/// A batch the database refuses for another reason (a row breaking a constraint the validation
-/// does not know) is retried row by row, so only the offending row fails.
-async fn insert_rows(
-    client: &tokio_postgres::Client,
-    s: &Statements,
-    rows: &[Pending],
-) -> Result<Vec<Result<User>>> {
-    if rows.len() > 1 {
-        let names: Vec<&str> = rows.iter().map(|r| r.user.name.as_str()).collect();
-        let emails: Vec<&str> = rows.iter().map(|r| r.user.email.as_str()).collect();
-        match client.query(&s.insert_many, &[&names, &emails]).await {
-            Ok(inserted) => return Ok(match_inserted(rows, &inserted)),
-            Err(e) => match classify(e) {
-                e @ CoreError::StoreUnavailable(_) => return Err(e),
-                e => tracing::warn!(error = %e, source = ?std::error::Error::source(&e),
-                    rows = rows.len(), "a batch of creates was refused; inserting row by row"),
-            },
+/// A page: its rows, read with the other pages asked for meanwhile.
+impl Job for PageRequest {
+    type Answer = Vec<Row>;
+    /// On two cores, 64 connections reading distinct pages of 100 (`bench/cpu-per-request.sh
+    /// BIN pg 4 64 2`, in turns): one page per statement 9 414–10 762 pages/s; batches of at
+    /// most 16 pages with 2 runners 11 752–12 136, with 4 runners 13 778–14 591; 32 pages and 4
+    /// runners 14 030–14 220 (against 14 260–14 276 for 16 and 4); 8 pages and 8 runners
+    /// 13 259–13 414.
+    const MAX_BATCH: usize = 16;
+    const MAX_RUNNERS: usize = 4;
+
+    async fn run(
+        client: &tokio_postgres::Client,
+        s: &Statements,
+        pages: &[Pending<Self>],
+    ) -> Result<Vec<Result<Vec<Row>>>> {
+        let after = |page: &PageRequest| page.after().map_or(i64::MIN, |a| a.0);
+        let limit = |page: &PageRequest| i64::from(page.limit());
+        if let [page] = pages {
+            let (after, limit) = (after(&page.job), limit(&page.job));
+            let rows = client.query(&s.list, &[&after, &limit]).await;
+            return Ok(vec![Ok(rows.map_err(classify)?)]);
         }
+        let afters: Vec<i64> = pages.iter().map(|p| after(&p.job)).collect();
+        let limits: Vec<i64> = pages.iter().map(|p| limit(&p.job)).collect();
+        let rows = client
+            .query(&s.list_many, &[&afters, &limits])
+            .await
+            .map_err(classify)?;
+        // Each row carries its page's place in the batch, 1-based; a page's rows come in its
+        // own order (see `LIST_MANY`).
+        let mut split: Vec<Vec<Row>> = pages.iter().map(|_| Vec::new()).collect();
+        for row in rows {
+            let n: i64 = row.get(5);
+            let page = usize::try_from(n - 1).ok().and_then(|i| split.get_mut(i));
+            page.ok_or_else(|| CoreError::internal(format!("no page {n} in the batch")))?
+                .push(row);
+        }
+        Ok(split.into_iter().map(Ok).collect())
     }
-    let mut results = Vec::with_capacity(rows.len());
-    for row in rows {
-        results.push(insert_one(client, s, &row.user).await);
-    }
-    Ok(results)
 }
 
 /// Gives each returned row to the queued create with its email (the first, if two sent the same
 /// one); a create whose email came back with no row was skipped as a duplicate.
-fn match_inserted(rows: &[Pending], inserted: &[Row]) -> Vec<Result<User>> {
+fn match_inserted(rows: &[Pending<NewUser>], inserted: &[Row]) -> Vec<Result<User>> {
     let mut results: Vec<Option<Result<User>>> = rows.iter().map(|_| None).collect();
     for row in inserted {
         let email: &str = row.get(2);
         let mine = rows
             .iter()
             .zip(&results)
-            .position(|(r, result)| result.is_none() && r.user.email.as_str() == email);
+            .position(|(r, result)| result.is_none() && r.job.email.as_str() == email);
         if let Some(i) = mine {
             results[i] = Some(Ok(user_from(row)));
         }
@@ -282,7 +318,7 @@ fn match_inserted(rows: &[Pending], inserted: &[Row]) -> Vec<Result<User>> {
     rows.iter()
         .zip(results)
         .map(|(r, result)| {
-            result.unwrap_or_else(|| Err(CoreError::DuplicateEmail(r.user.email.as_str().into())))
+            result.unwrap_or_else(|| Err(CoreError::DuplicateEmail(r.job.email.as_str().into())))
         })
         .collect()
 }
@@ -327,17 +363,7 @@ fn user_from(row: &Row) -> User {
 impl UserRepository for PgUserRepository {
     /// Queued and inserted together with the creates that arrive meanwhile (see `batch`).
     async fn create(&self, user: &NewUser) -> Result<User> {
-        let (answer, inserter) = self.creates.push(user.clone());
-        if let Some(inserter) = inserter {
-            let limit = self.settings.connection_timeout;
-            tokio::spawn(run_inserter(inserter, self.pool.clone(), limit));
-        }
-        self.deadline(async {
-            answer
-                .await
-                .unwrap_or_else(|_| Err(CoreError::internal("the insert was abandoned")))
-        })
-        .await
+        self.queued(&self.creates, user.clone()).await
     }
 
     async fn get(&self, id: UserId) -> Result<Option<User>> {
@@ -423,21 +449,32 @@ mod tests {
         (server, repo)
     }
 
+    /// Starts each request, in order, each once the one before is queued on `queue`.
+    async fn queue_each<J: Job, T: Send + 'static>(
+        queue: &batch::Queue<J>,
+        requests: impl IntoIterator<Item = impl Future<Output = T> + Send + 'static>,
+    ) -> Vec<tokio::task::JoinHandle<T>> {
+        let mut tasks = Vec::new();
+        for request in requests {
+            let before = queue.queued();
+            tasks.push(tokio::spawn(request));
+            while queue.queued() == before {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        tasks
+    }
+
     /// Starts a create for each (name, email), in order: each is queued before the next starts.
     async fn queue_creates(
         repo: &PgUserRepository,
         users: &[(&str, &str)],
     ) -> Vec<tokio::task::JoinHandle<Result<User>>> {
-        let mut tasks = Vec::new();
-        for (name, email) in users {
-            let before = repo.creates.queued();
-            let (repo2, user) = (repo.clone(), NewUser::parse(name, email).unwrap());
-            tasks.push(tokio::spawn(async move { repo2.create(&user).await }));
-            while repo.creates.queued() == before {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
-        tasks
+        let creates = users.iter().map(|(name, email)| {
+            let (repo, user) = (repo.clone(), NewUser::parse(name, email).unwrap());
+            async move { repo.create(&user).await }
+        });
+        queue_each(&repo.creates, creates).await
     }
 
     /// Queues every create while the test holds the one connection, then lets them go: they
@@ -645,6 +682,74 @@ mod tests {
         let rows = stored(&repo, "SELECT name FROM users").await;
         let names: Vec<&str> = rows.iter().map(|r| r.get(0)).collect();
         assert_eq!(names, ["Kept"]);
+    }
+
+    /// Pages asked for while the connection is busy are read by one statement, and each gets
+    /// its own rows: its `after`, its `limit`, in id order, none past the end of the table.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn pages_asked_for_together_are_read_by_one_statement_each_with_its_rows() {
+        let (_server, repo) = one_connection().await;
+        stored(
+            &repo,
+            "INSERT INTO users (name, email) \
+             SELECT 'u' || g, 'u' || g || '@example.com' FROM generate_series(1, 300) g",
+        )
+        .await;
+        // (limit, after): the first page, pages that overlap, one that reaches past the end of
+        // the table and one entirely past it.
+        let asked = [
+            (100, None),
+            (3, Some(10)),
+            (5, Some(8)),
+            (50, Some(280)),
+            (7, Some(300)),
+        ];
+        let held = repo.conn().await.unwrap();
+        let pages = asked.map(|(limit, after)| {
+            let repo = repo.clone();
+            let page = PageRequest::new(Some(limit), after).unwrap();
+            async move { repo.list(page).await }
+        });
+        let tasks = queue_each(&repo.pages, pages).await;
+        drop(held);
+        let mut read = Vec::new();
+        for task in tasks {
+            let ids: Vec<i64> = task
+                .await
+                .unwrap()
+                .unwrap()
+                .iter()
+                .map(|u| u.id.0)
+                .collect();
+            read.push(ids);
+        }
+
+        let expected: Vec<Vec<i64>> = asked
+            .iter()
+            .map(|&(limit, after)| {
+                let first = after.unwrap_or(0) + 1;
+                (first..=300).take(limit as usize).collect()
+            })
+            .collect();
+        assert_eq!(read, expected);
+        let executions = |sql: &'static str| {
+            let repo = repo.clone();
+            async move {
+                let sql = format!(
+                    "SELECT coalesce(sum(generic_plans + custom_plans), 0)::int8 \
+                     FROM pg_prepared_statements WHERE statement = '{sql}'"
+                );
+                stored(&repo, &sql).await[0].get::<_, i64>(0)
+            }
+        };
+        assert_eq!(
+            (
+                executions(crate::pool::LIST).await,
+                executions(crate::pool::LIST_MANY).await
+            ),
+            (0, 1),
+            "(executions of the one-page statement, of the many-page statement)"
+        );
     }
 
     /// Without `plan_cache_mode`, PostgreSQL re-plans the page statement on every execution
