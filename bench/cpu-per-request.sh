@@ -2,11 +2,12 @@
 # Server CPU per request of one userstack binary on one path, for A/B pairs of binaries on a
 # shared machine where req/s drifts: CPU per request moves much less with the other load.
 #
-#   DATABASE_URL=... REDIS_URL=redis://127.0.0.1:6379 bench/cpu-per-request.sh BIN warm|pg|post [SECONDS [CONNECTIONS [THREADS]]]
+#   DATABASE_URL=... REDIS_URL=redis://127.0.0.1:6379 bench/cpu-per-request.sh BIN warm|pg|id|post [SECONDS [CONNECTIONS [THREADS]]]
 #
 # warm: GET /users (one page, from the cache after the first request). pg: GET /users?limit=100
 # with a distinct after= per request (bench/pages.lua) on a server whose Redis is a closed port
 # and whose backoff is a day, so every read goes to PostgreSQL (the database needs 10^5 users).
+# id: GET /users/{id}, distinct ids over 1..10^5 (bench/wrk.lua's user-cold mode), the same way.
 # post: POST /users with a unique email per request (bench/wrk.lua's post mode). wrk: THREADS
 # threads (default 1) over CONNECTIONS connections (default 32; bench/run.sh's paths run 2 and
 # 64), 1 s of warm-up, then SECONDS (default 6) measured; the server's utime+stime from /proc
@@ -14,7 +15,7 @@
 # and compare the medians.
 set -euo pipefail
 
-usage="usage: bench/cpu-per-request.sh BIN warm|pg|post [SECONDS [CONNECTIONS [THREADS]]]"
+usage="usage: bench/cpu-per-request.sh BIN warm|pg|id|post [SECONDS [CONNECTIONS [THREADS]]]"
 bin=${1:?$usage}
 mode=${2:?$usage}
 secs=${3:-6}
@@ -27,11 +28,15 @@ redis=$REDIS_URL extra=() script=() warmup_args=() run_args=()
 case $mode in
     warm) ;;
     pg) redis=redis://127.0.0.1:1 extra=(CACHE_BACKOFF_MS=86400000) script=(-s "$here/pages.lua") ;;
+    id)
+        redis=redis://127.0.0.1:1 extra=(CACHE_BACKOFF_MS=86400000) script=(-s "$here/wrk.lua")
+        warmup_args=(-- user-cold "$threads" 100000 0 x)
+        run_args=(-- user-cold "$threads" 100000 500000 x) ;;
     post)
         script=(-s "$here/wrk.lua")
         warmup_args=(-- post 1 1 0 "$run-warm-up")
         run_args=(-- post 1 1 0 "$run") ;;
-    *) echo "mode must be warm, pg or post" >&2; exit 2 ;;
+    *) echo "mode must be warm, pg, id or post" >&2; exit 2 ;;
 esac
 export WRK_OUT=/dev/null # wrk.lua's JSON result: not needed here
 # shellcheck source=bench/server.sh

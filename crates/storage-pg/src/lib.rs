@@ -2,7 +2,8 @@
 //! [`userstack_core::UserRepository`] on a bb8 pool of bb8-postgres connections.
 //!
 //! - Statements are prepared once per connection and reused.
-//! - Creates that arrive together are inserted by one statement, each still answered on its own.
+//! - Creates that arrive together are inserted by one statement, and users and pages asked for
+//!   together are read by one, each request still answered on its own.
 //! - Checking a connection out costs no round trip; dead connections (after a database restart)
 //!   are still weeded out on check-out.
 //! - The schema is embedded ([`migrations::MIGRATIONS`]); [`PgUserRepository::migrate`] applies

@@ -17,6 +17,7 @@ pub(crate) struct Statements {
     pub(crate) insert: Statement,
     pub(crate) insert_many: Statement,
     pub(crate) get: Statement,
+    pub(crate) get_many: Statement,
     pub(crate) list: Statement,
     pub(crate) list_many: Statement,
     pub(crate) update: Statement,
@@ -44,7 +45,13 @@ const INSERT_MANY: &str = concat!(
     "ORDER BY lower(email COLLATE \"C\"), n ON CONFLICT DO NOTHING RETURNING ",
     columns!()
 );
-const GET: &str = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
+pub(crate) const GET: &str = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
+// Several requests' users in one statement (see `batch`), matched back by id.
+pub(crate) const GET_MANY: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM users WHERE id = ANY($1::int8[])"
+);
 pub(crate) const LIST: &str = concat!(
     "SELECT ",
     columns!(),
@@ -72,10 +79,11 @@ const DELETE: &str = "DELETE FROM users WHERE id = $1";
 impl Statements {
     async fn prepare(client: &Client) -> Result<Self, tokio_postgres::Error> {
         // Issued together: tokio-postgres pipelines them over the one connection.
-        let (insert, insert_many, get, list, list_many, update, delete) = tokio::try_join!(
+        let (insert, insert_many, get, get_many, list, list_many, update, delete) = tokio::try_join!(
             client.prepare(INSERT),
             client.prepare(INSERT_MANY),
             client.prepare(GET),
+            client.prepare(GET_MANY),
             client.prepare(LIST),
             client.prepare(LIST_MANY),
             client.prepare(UPDATE),
@@ -85,6 +93,7 @@ impl Statements {
             insert,
             insert_many,
             get,
+            get_many,
             list,
             list_many,
             update,
