@@ -188,10 +188,11 @@ impl Report {
             "\nceiling: the rate of the ceiling row below, run in the same session. x ceiling: req/s / ceiling.\n\
              Ceilings: nginx ({} workers, keep-alive, no access log, sendfile) serving the warm page's\n\
              bytes as a file; pgbench with 16 connections (the server's pool), prepared, running the\n\
-             server's page query, and for POST one single-row INSERT per create (the server batches\n\
-             creates that arrive together). req/s range: min-max over the runs. hits: share of cache reads\n\
-             answered by a cache; mem: of those, from the server's memory (the rest: Redis). c.err:\n\
-             failed Redis calls. PG: most connections in the server's pool.\n\
+             server's page query, one page per statement, and for POST one single-row INSERT per create\n\
+             (the server batches the pages, users and creates asked for together). req/s range: min-max\n\
+             over the runs. hits: share of cache reads answered by a cache; mem: of those, from the\n\
+             server's memory (the rest: Redis). c.err: failed Redis calls. PG: most connections in the\n\
+             server's pool.\n\
              us/req: server CPU per request (for a ceiling: nginx's). cores: CPU of the server, PostgreSQL,\n\
              Redis, the load generator (wrk or pgbench), and everything else.",
             std::thread::available_parallelism().map_or(2, |n| n.get())
