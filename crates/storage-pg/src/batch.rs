@@ -1,9 +1,10 @@
 //! Requests that arrive together share one statement. A request queues its job (a row to insert,
-//! a page to read) and, when fewer than [`Job::MAX_RUNNERS`] runners of its kind are running,
-//! starts one; a runner takes a connection, then every job queued by then (up to
+//! a user or a page to read) and, when fewer than [`Job::MAX_RUNNERS`] runners of its kind are
+//! running, starts one; a runner takes a connection, then every job queued by then (up to
 //! [`Job::MAX_BATCH`]), runs them as one statement and answers each job's request, until the
-//! queue is empty. Alone, a job is the one-row statement it always was; under load, PostgreSQL
-//! parses, executes and answers once for many, and the server reads and writes its socket once.
+//! queue is empty. Alone, a job is the one-row or one-page statement it always was; under load,
+//! PostgreSQL parses, executes and answers once for many, and the server writes and reads its
+//! socket once.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -25,7 +26,8 @@ pub(crate) trait Job: Sized + Send + Sync + 'static {
     /// one would hold its first jobs' requests for the last ones' sake.
     const MAX_BATCH: usize;
     /// Most runners (statements of this kind in flight) at once. With more, each takes fewer jobs
-    /// and PostgreSQL's per-statement cost comes back; two keep a batch filling while one is sent.
+    /// and PostgreSQL's per-statement cost comes back; with at least two, a batch fills while
+    /// another is sent.
     const MAX_RUNNERS: usize;
 
     /// Runs `jobs` (never empty), one answer per job in their order; `Err` when the store failed
