@@ -113,7 +113,7 @@ impl<J: Job> Queue<J> {
     }
 }
 
-/// The right to take jobs off the queue, held by one running runner.
+/// The right to take jobs off the queue, held by one runner while it runs.
 pub(crate) struct Runner<J: Job> {
     queue: Arc<Queue<J>>,
     stopped: bool,
