@@ -494,23 +494,41 @@ mod tests {
         tasks
     }
 
+    /// A create of each (name, email), not started.
+    fn creates(
+        repo: &PgUserRepository,
+        users: &[(&str, &str)],
+    ) -> Vec<impl Future<Output = Result<User>> + Send + 'static> {
+        let create = |(name, email): &(&str, &str)| {
+            let (repo, user) = (repo.clone(), NewUser::parse(name, email).unwrap());
+            async move { repo.create(&user).await }
+        };
+        users.iter().map(create).collect()
+    }
+
     /// Starts a create for each (name, email), in order: each is queued before the next starts.
     async fn queue_creates(
         repo: &PgUserRepository,
         users: &[(&str, &str)],
     ) -> Vec<tokio::task::JoinHandle<Result<User>>> {
-        let creates = users.iter().map(|(name, email)| {
-            let (repo, user) = (repo.clone(), NewUser::parse(name, email).unwrap());
-            async move { repo.create(&user).await }
-        });
-        queue_each(&repo.creates, creates).await
+        queue_each(&repo.creates, creates(repo, users)).await
     }
 
     /// Queues every create while the test holds the one connection, then lets them go: they
     /// are taken together. Their results, in order.
     async fn create_together(repo: &PgUserRepository, users: &[(&str, &str)]) -> Vec<Result<User>> {
+        together(repo, &repo.creates, creates(repo, users)).await
+    }
+
+    /// Queues every request on `queue` while the test holds the one connection, then lets them
+    /// go: they are taken together. Their results, in order.
+    async fn together<J: Job, T: Send + 'static>(
+        repo: &PgUserRepository,
+        queue: &batch::Queue<J>,
+        requests: impl IntoIterator<Item = impl Future<Output = T> + Send + 'static>,
+    ) -> Vec<T> {
         let held = repo.conn().await.unwrap();
-        let tasks = queue_creates(repo, users).await;
+        let tasks = queue_each(queue, requests).await;
         drop(held);
         let mut results = Vec::new();
         for task in tasks {
@@ -733,25 +751,16 @@ mod tests {
             (50, Some(280)),
             (7, Some(300)),
         ];
-        let held = repo.conn().await.unwrap();
         let pages = asked.map(|(limit, after)| {
             let repo = repo.clone();
             let page = PageRequest::new(Some(limit), after).unwrap();
             async move { repo.list(page).await }
         });
-        let tasks = queue_each(&repo.pages, pages).await;
-        drop(held);
-        let mut read = Vec::new();
-        for task in tasks {
-            let ids: Vec<i64> = task
-                .await
-                .unwrap()
-                .unwrap()
-                .iter()
-                .map(|u| u.id.0)
-                .collect();
-            read.push(ids);
-        }
+        let read: Vec<Vec<i64>> = together(&repo, &repo.pages, pages)
+            .await
+            .into_iter()
+            .map(|page| page.unwrap().iter().map(|u| u.id.0).collect())
+            .collect();
 
         let expected: Vec<Vec<i64>> = asked
             .iter()
@@ -786,17 +795,15 @@ mod tests {
             .await
             .unwrap();
         let asked = [bob.id, UserId(bob.id.0 + 100), ada.id, bob.id];
-        let held = repo.conn().await.unwrap();
         let gets = asked.map(|id| {
             let repo = repo.clone();
             async move { repo.get(id).await }
         });
-        let tasks = queue_each(&repo.users, gets).await;
-        drop(held);
-        let mut read = Vec::new();
-        for task in tasks {
-            read.push(task.await.unwrap().unwrap());
-        }
+        let read: Vec<Option<User>> = together(&repo, &repo.users, gets)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
 
         assert_eq!(read, [Some(bob.clone()), None, Some(ada), Some(bob)]);
         assert_eq!(
@@ -809,13 +816,26 @@ mod tests {
         );
     }
 
-    /// How often this (prepared) statement ran on the repository's connection.
+    /// How often this prepared statement ran with its generic plan and with a custom one, on
+    /// the repository's one connection (every execution is one or the other).
+    async fn plans(repo: &PgUserRepository, statement: &str) -> (i64, i64) {
+        let mut conn = repo.conn().await.unwrap();
+        let (client, _) = conn.prepared().await.unwrap();
+        let row = client
+            .query_one(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
+                 WHERE statement = $1",
+                &[&statement],
+            )
+            .await
+            .unwrap();
+        conn.settled();
+        (row.get(0), row.get(1))
+    }
+
     async fn executions(repo: &PgUserRepository, statement: &str) -> i64 {
-        let sql = format!(
-            "SELECT coalesce(sum(generic_plans + custom_plans), 0)::int8 \
-             FROM pg_prepared_statements WHERE statement = '{statement}'"
-        );
-        stored(repo, &sql).await[0].get(0)
+        let (generic, custom) = plans(repo, statement).await;
+        generic + custom
     }
 
     /// Without `plan_cache_mode`, PostgreSQL re-plans the page statement on every execution
@@ -845,18 +865,10 @@ mod tests {
             let page = PageRequest::new(Some(100), Some(after)).unwrap();
             repo.list_json(page).await.unwrap();
         }
-        let mut conn = repo.conn().await.unwrap();
-        let (client, _) = conn.prepared().await.unwrap();
-        let row = client
-            .query_one(
-                "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
-                 WHERE statement = $1",
-                &[&crate::pool::LIST],
-            )
-            .await
-            .unwrap();
-        let (generic, custom): (i64, i64) = (row.get(0), row.get(1));
-        conn.settled();
-        assert_eq!((generic, custom), (10, 0), "(generic plans, custom plans)");
+        assert_eq!(
+            plans(&repo, crate::pool::LIST).await,
+            (10, 0),
+            "(generic plans, custom plans)"
+        );
     }
 }
