@@ -299,9 +299,10 @@ impl Job for PageRequest {
     type Answer = Vec<Row>;
     /// On two cores, 64 connections reading distinct pages of 100 (`bench/cpu-per-request.sh
     /// BIN pg 4 64 2`, in turns): one page per statement 9 414–10 762 pages/s; batches of at
-    /// most 16 pages with 2 runners 11 752–12 136, with 4 runners 13 778–14 591; 32 pages and 4
-    /// runners 14 030–14 220 (against 14 260–14 276 for 16 and 4); 8 pages and 8 runners
-    /// 13 259–13 414.
+    /// most 16 pages with 2 runners 11 752–12 136, with 4 runners 13 778–14 591 (14 645–14 720
+    /// against 6 runners 13 914–14 301, 24 pages and 4 runners 14 158–14 491). Earlier, with the
+    /// same wrk options before the script took them as arguments: 32 pages and 4 runners
+    /// 14 030–14 220 against 14 260–14 276 for 16 and 4; 8 pages and 8 runners 13 259–13 414.
     const MAX_BATCH: usize = 16;
     const MAX_RUNNERS: usize = 4;
 
