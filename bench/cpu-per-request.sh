@@ -10,9 +10,9 @@
 # id: GET /users/{id}, distinct ids over 1..10^5 (bench/wrk.lua's user-cold mode), the same way.
 # post: POST /users with a unique email per request (bench/wrk.lua's post mode). wrk: THREADS
 # threads (default 1) over CONNECTIONS connections (default 32; bench/run.sh's paths: 2 threads,
-# 64 connections), 1 s of warm-up, then SECONDS (default 6) measured; the server's utime+stime from /proc
-# over that window divided by the requests wrk counted. Run two binaries in turn, several times,
-# and compare the medians.
+# 64 connections), 1 s of warm-up, then SECONDS (default 6) measured; the server's utime+stime
+# from /proc over that window divided by the requests wrk counted. Run two binaries in turn,
+# several times, and compare the medians.
 set -euo pipefail
 
 usage="usage: bench/cpu-per-request.sh BIN warm|pg|id|post [SECONDS [CONNECTIONS [THREADS]]]"
