@@ -4,12 +4,17 @@
 //! no middleware, no timeouts. What userstack costs per connection above this is ours; what this
 //! costs is hyper's (its read buffer and head buffer, 8 KiB each at the least) and tokio's.
 //!
-//! `PORT=8080 hyper-floor` listens on 127.0.0.1:PORT until killed.
+//! `PORT=8080 hyper-floor` listens on 127.0.0.1:PORT until killed. With `HEADERS=userstack` the
+//! answer also carries the two headers userstack's `GET /` puts in its response (`content-type`,
+//! `x-request-id`; hyper writes `content-length` and `date` itself): hyper keeps each
+//! connection's last response header map, emptied, for the next request's headers, so what a
+//! connection holds between requests depends on them (`bench/rss-idle-connections.sh`).
 
 use std::convert::Infallible;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::{Response, service::service_fn};
 use hyper_util::rt::TokioIo;
@@ -18,6 +23,9 @@ use hyper_util::rt::TokioIo;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const BODY: &[u8] = b"Hello, Docker Multi-Container!";
+const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+/// The length of the UUIDs userstack sends; the value does not matter.
+const REQUEST_ID: &str = "00000000-0000-4000-8000-000000000000";
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
@@ -25,13 +33,28 @@ async fn main() -> std::io::Result<()> {
         .ok()
         .and_then(|p| p.parse().ok())
         .ok_or_else(|| std::io::Error::other("PORT must be a port number"))?;
+    let with_headers = match std::env::var("HEADERS").as_deref() {
+        Err(_) => false,
+        Ok("userstack") => true,
+        Ok(other) => {
+            return Err(std::io::Error::other(format!(
+                "HEADERS must be 'userstack' or unset, not '{other}'"
+            )));
+        }
+    };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
-            let hello = service_fn(|_request| async {
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(BODY))))
+            let hello = service_fn(move |_request| async move {
+                let mut response = Response::new(Full::new(Bytes::from_static(BODY)));
+                if with_headers {
+                    let headers = response.headers_mut();
+                    headers.insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_PLAIN));
+                    headers.insert("x-request-id", HeaderValue::from_static(REQUEST_ID));
+                }
+                Ok::<_, Infallible>(response)
             });
             let _ = http1::Builder::new()
                 .keep_alive(true)
