@@ -872,4 +872,51 @@ mod tests {
             "(generic plans, custom plans)"
         );
     }
+
+    /// A job whose statement fails with an I/O error, standing for a driver error: what a failed
+    /// batch gives each of its requests.
+    struct Failing;
+
+    impl Job for Failing {
+        type Answer = ();
+        const MAX_BATCH: usize = 8;
+        const MAX_RUNNERS: usize = 1;
+
+        async fn run(
+            _: &tokio_postgres::Client,
+            _: &Statements,
+            _: &[Pending<Self>],
+        ) -> Result<Vec<Result<()>>> {
+            Err(CoreError::store_unavailable(std::io::Error::other(
+                "the statement failed",
+            )))
+        }
+    }
+
+    /// A job alone in a failed batch gets the error itself, its source included (what the logs
+    /// and the error's chain show); jobs of a larger batch each get a copy of its message.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_batch_gives_a_lone_job_its_error_and_each_of_many_a_copy() {
+        let (_server, repo) = one_connection().await;
+        let queue = Arc::new(batch::Queue::<Failing>::default());
+        let from_io = |error: &CoreError| match error {
+            CoreError::StoreUnavailable(source) => {
+                source.downcast_ref::<std::io::Error>().is_some()
+            }
+            other => panic!("not StoreUnavailable: {other:?}"),
+        };
+
+        let alone = repo.queued(&queue, Failing).await.unwrap_err();
+        assert!(from_io(&alone), "{alone:?}");
+
+        let request = || {
+            let (repo, queue) = (repo.clone(), queue.clone());
+            async move { repo.queued(&queue, Failing).await }
+        };
+        let many = together(&repo, &queue, [request(), request()]).await;
+        for error in many.iter().map(|r| r.as_ref().unwrap_err()) {
+            assert!(!from_io(error), "{error:?}");
+            assert_eq!(error.to_string(), alone.to_string());
+        }
+    }
 }
