@@ -284,11 +284,14 @@ impl Job for UserId {
             .query(&s.get_many, &[&wanted])
             .await
             .map_err(classify)?;
-        // Two requests for one id each get the user.
+        // Each row's id decoded once, not once per request looking for it. Two requests for one
+        // id each get the user.
+        let found: Vec<(i64, &Row)> = rows.iter().map(|row| (row.get(0), row)).collect();
         let user = |id: i64| {
-            rows.iter()
-                .find(|row| row.get::<_, i64>(0) == id)
-                .map(user_from)
+            found
+                .iter()
+                .find(|(found, _)| *found == id)
+                .map(|(_, row)| user_from(row))
         };
         Ok(wanted.iter().map(|&id| Ok(user(id))).collect())
     }
