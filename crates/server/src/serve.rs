@@ -182,6 +182,10 @@ struct Activity {
     in_flight: AtomicUsize,
     times: Mutex<Times>,
     head_started: tokio::sync::Notify,
+    /// Wakes `expired` while it waits for the requests in flight to end. Notified with
+    /// `notify_waiters`, which stores no permit: a request answered without waiting on anything
+    /// ends before anyone waits for it, and then wakes nobody.
+    ended: tokio::sync::Notify,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -199,6 +203,7 @@ impl Default for Activity {
                 head_started: None,
             }),
             head_started: tokio::sync::Notify::new(),
+            ended: tokio::sync::Notify::new(),
         }
     }
 }
@@ -211,6 +216,7 @@ impl Drop for Busy {
         times.idle_since = Instant::now();
         times.head_started = None;
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.ended.notify_waiters();
     }
 }
 
@@ -247,9 +253,15 @@ impl Activity {
                 None => (timeouts.idle.map(|t| times.idle_since + t), "idle timeout"),
             };
             if self.in_flight.load(Ordering::Acquire) > 0 {
-                // A request is being handled; its own timeout bounds it. Look again later.
-                let again = timeouts.idle.or(timeouts.header_read);
-                tokio::time::sleep(again.unwrap_or(Duration::from_secs(60))).await;
+                // A request is being handled; its own timeout bounds it. The clock starts again
+                // when it ends, and the next head gets its whole header-read timeout, no more.
+                let ended = self.ended.notified();
+                tokio::pin!(ended);
+                ended.as_mut().enable();
+                // Looked at again once the wait is registered: an end in between is not missed.
+                if self.in_flight.load(Ordering::Acquire) > 0 {
+                    ended.await;
+                }
                 continue;
             }
             match deadline {

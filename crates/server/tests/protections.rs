@@ -188,6 +188,41 @@ async fn a_keep_alive_connection_waits_the_idle_timeout_not_the_header_timeout()
     assert!(started.elapsed() >= Duration::from_millis(900));
 }
 
+/// The header-read timeout also holds right after a request that waited on something (the
+/// database, the cache): the next head must still arrive whole within it.
+#[tokio::test]
+async fn the_header_timeout_holds_after_a_request_that_waited() {
+    let http = HttpConfig {
+        idle_timeout_secs: 60,
+        header_read_timeout_secs: 1,
+        ..HttpConfig::default()
+    };
+    let waits = || async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        "waited"
+    };
+    let routes = Router::new().route("/waits", get(waits));
+    let router = with_layers(routes, &AppState::without_pools(service()), &http);
+    let server = start(router, http).await;
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    stream
+        .write_all(b"GET /waits HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+
+    stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let started = Instant::now();
+    assert!(
+        closed_by_server(&mut stream, Duration::from_secs(4)).await,
+        "a head left unfinished after a request that waited is cut off by the header-read \
+         timeout, not left until the idle timeout"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
 #[tokio::test]
 async fn connections_past_the_cap_wait_until_one_closes() {
     let http = HttpConfig {
