@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::load::Measurement;
+use crate::load::{Measurement, Run};
 
 /// A path of the server and, where it has one, the ceiling it is compared with.
 #[derive(Debug, Serialize)]
@@ -245,6 +245,9 @@ impl Report {
                 ("p99 ms", 7, true),
                 ("p99.9 ms", 8, true),
                 ("errors", 6, true),
+                ("by kind", 16, false),
+                ("mem", 4, true),
+                ("c.err", 5, true),
                 ("server RSS MiB", 14, true),
             ],
         );
@@ -257,7 +260,7 @@ impl Report {
                 .map_or(f64::NAN, |x| x.measurement.rps);
             let _ = writeln!(
                 w,
-                "| {:<18} | {:>6} | {:>7.0} | {:>10.2} | {:>7.2} | {:>7.2} | {:>8.2} | {:>6} | {:>14} |",
+                "| {:<18} | {:>6} | {:>7.0} | {:>10.2} | {:>7.2} | {:>7.2} | {:>8.2} | {:>6} | {:<16} | {:>4} | {:>5} | {:>14} |",
                 s.path,
                 m.connections,
                 m.rps,
@@ -266,12 +269,18 @@ impl Report {
                 m.p99_ms,
                 m.p999_ms,
                 m.errors,
+                error_kinds(&m.runs),
+                percent(m.memory_rate),
+                m.cache_errors.map_or("-".into(), |e| e.to_string()),
                 opt(m.rss_peak_mib, 1)
             );
         }
         let _ = writeln!(
             w,
             "x 64 conns: req/s relative to the sweep's first (smallest) step. RSS: peak, sampled every 0.5 s.\n\
+             by kind: wrk's (status: a non-2xx answer; timeout: no answer within wrk's timeout, 10 s, or\n\
+             30 s above 1000 connections; connect, read, write: socket errors). mem: share of cache reads\n\
+             answered from the server's memory. c.err: failed Redis calls.\n\
              hyper alone: crates/bench/src/bin/hyper-floor.rs, hyper's HTTP/1 connection and one static\n\
              answer (no router, middleware or timeouts), same allocator: the floor of a hyper server."
         );
@@ -470,14 +479,31 @@ fn table_header(w: &mut String, columns: &[(&str, usize, bool)]) {
     let _ = writeln!(w, "{head}\n{sep}");
 }
 
+/// A share as a whole percentage, or `-` where it does not apply.
+fn percent(share: Option<f64>) -> String {
+    share.map_or("-".into(), |h| format!("{:.0}%", h * 100.0))
+}
+
+/// The failed requests of all runs by kind (`status 34, timeout 2`), or `-` when none failed.
+fn error_kinds(runs: &[Run]) -> String {
+    let mut kinds = std::collections::BTreeMap::<&str, u64>::new();
+    for (kind, n) in runs.iter().flat_map(|r| &r.errors) {
+        *kinds.entry(kind).or_default() += n;
+    }
+    if kinds.is_empty() {
+        return "-".into();
+    }
+    kinds
+        .iter()
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn path_line(w: &mut String, label: &str, m: &Measurement, ceiling: &str, ratio: &str) {
     let c = &m.cores;
-    let hits = m
-        .hit_rate
-        .map_or("-".into(), |h| format!("{:.0}%", h * 100.0));
-    let memory = m
-        .memory_rate
-        .map_or("-".into(), |h| format!("{:.0}%", h * 100.0));
+    let hits = percent(m.hit_rate);
+    let memory = percent(m.memory_rate);
     let _ = writeln!(
         w,
         "| {label:<52} | {:>7.0} | {ceiling:>7} | {ratio:>9} | {:>6.2} | {:>6.2} | {:>8.2} | {:<11} | {hits:>4} | {memory:>4} | {:>5} | {:>3} | {:>6} | {:<25} |",
@@ -494,4 +520,34 @@ fn path_line(w: &mut String, label: &str, m: &Measurement, ceiling: &str, ratio:
             c.server, c.postgres, c.redis, c.load, c.other
         ),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(errors: &[(&str, u64)]) -> Run {
+        Run {
+            seconds: 1.0,
+            requests: 100,
+            rps: 100.0,
+            p50_ms: 1.0,
+            p90_ms: 1.0,
+            p99_ms: 1.0,
+            p999_ms: 1.0,
+            max_ms: 1.0,
+            errors: errors.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
+        }
+    }
+
+    #[test]
+    fn failed_requests_are_summed_over_the_runs_by_kind() {
+        let runs = [
+            run(&[("status", 30)]),
+            run(&[]),
+            run(&[("timeout", 2), ("status", 4)]),
+        ];
+        assert_eq!(error_kinds(&runs), "status 34, timeout 2");
+        assert_eq!(error_kinds(&[run(&[]), run(&[])]), "-");
+    }
 }
