@@ -7,8 +7,9 @@
 # e.g. bench/rss-at-connections.sh target/release/userstack /users 5000 6 LOCAL_CACHE_BYTES=0.
 # The server runs with MAX_CONNECTIONS and MAX_IN_FLIGHT above CONNECTIONS and its operational
 # routes on the public port; VmRSS is sampled every 0.3 s while wrk (2 threads, 10 s timeout)
-# runs; the cache counters come from /metrics afterwards. Needs `ulimit -n` above CONNECTIONS
-# plus a few hundred (the bench's crates/bench raises it itself; here it is the shell's).
+# runs; the cache counters come from /metrics afterwards, and the server's warnings during the
+# load follow, counted by message. Needs `ulimit -n` above CONNECTIONS plus a few hundred (the
+# bench's crates/bench raises it itself; here it is the shell's).
 set -euo pipefail
 
 usage="usage: bench/rss-at-connections.sh BIN PATH CONNECTIONS [SECONDS] [NAME=VALUE ...]"
@@ -43,7 +44,12 @@ counter() {
 }
 requests=$(awk '/requests in/ {print $1}' "$out")
 errors=$(awk '/Socket errors/ {print $0}' "$out" | sed 's/^ *//')
+non_2xx=$(awk '/Non-2xx/ {print $NF}' "$out")
 echo "$(basename -- "$bin") $path, $conns connections${*:+ $*}: peak RSS $((peak / 1024)) MiB;" \
-    "$requests requests; cache reads from memory $(counter memory_hit), from Redis $(counter hit)," \
-    "missed $(counter miss), bypassed $(counter bypass)${errors:+; $errors}"
+    "$requests requests, non-2xx ${non_2xx:-0}; cache reads from memory $(counter memory_hit)," \
+    "from Redis $(counter hit), missed $(counter miss), bypassed $(counter bypass);" \
+    "failed cache calls $(counter error)${errors:+; $errors}"
+# What the server warned about under the load (start-up's own warnings left out), by message.
+grep -E '^[^ ]+ +(WARN|ERROR) ' "$server_log" | grep -v ' userstack_server::cli: ' |
+    sed -E 's/^[^ ]+ +//' | sort | uniq -c | sort -rn | head -5 || true
 rm -f -- "$out"
