@@ -76,6 +76,20 @@ async fn closed_before(stream: &mut TcpStream, deadline: tokio::time::Instant) -
     }
 }
 
+/// Sends `GET path` on `stream` and reads its answer, which must be a 200 (the bodies here are
+/// short enough to arrive in one read).
+async fn get_ok(stream: &mut TcpStream, path: &str) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "GET {path} answered {:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_connections_do_not_slow_others_and_are_closed_after_the_header_timeout() {
     let http = HttpConfig {
@@ -134,13 +148,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     };
     let server = start_app(http).await;
     let mut stream = TcpStream::connect(server.address).await.unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = [0u8; 1024];
-    let n = stream.read(&mut buf).await.unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    get_ok(&mut stream, "/").await;
     let idle_since = Instant::now();
     assert!(
         closed_by_server(&mut stream, Duration::from_secs(5)).await,
@@ -164,21 +172,13 @@ async fn a_keep_alive_connection_waits_the_idle_timeout_not_the_header_timeout()
     };
     let server = start_app(http).await;
     let mut stream = TcpStream::connect(server.address).await.unwrap();
-    let request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
-    let mut buf = [0u8; 1024];
-    stream.write_all(request).await.unwrap();
-    let n = stream.read(&mut buf).await.unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    get_ok(&mut stream, "/").await;
     assert!(
         !closed_by_server(&mut stream, Duration::from_millis(2500)).await,
         "an idle keep-alive connection outlives the header-read timeout"
     );
-    stream.write_all(request).await.unwrap();
-    let n = stream.read(&mut buf).await.unwrap();
-    assert!(
-        buf[..n].starts_with(b"HTTP/1.1 200"),
-        "and serves the next request"
-    );
+    // And the next request is served.
+    get_ok(&mut stream, "/").await;
 
     // A head that starts but never ends, after the connection idled: the header timeout.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -205,13 +205,7 @@ async fn the_header_timeout_holds_after_a_request_that_waited() {
     let router = with_layers(routes, &AppState::without_pools(service()), &http);
     let server = start(router, http).await;
     let mut stream = TcpStream::connect(server.address).await.unwrap();
-    stream
-        .write_all(b"GET /waits HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = [0u8; 1024];
-    let n = stream.read(&mut buf).await.unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    get_ok(&mut stream, "/waits").await;
 
     stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
     let started = Instant::now();
