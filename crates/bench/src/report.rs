@@ -271,7 +271,7 @@ impl Report {
                 m.errors,
                 error_kinds(&m.runs),
                 percent(m.memory_rate),
-                m.cache_errors.map_or("-".into(), |e| e.to_string()),
+                count(m.cache_errors),
                 opt(m.rss_peak_mib, 1)
             );
         }
@@ -479,6 +479,11 @@ fn table_header(w: &mut String, columns: &[(&str, usize, bool)]) {
     let _ = writeln!(w, "{head}\n{sep}");
 }
 
+/// A count, or `-` where it does not apply.
+fn count(n: Option<u64>) -> String {
+    n.map_or("-".into(), |n| n.to_string())
+}
+
 /// A share as a whole percentage, or `-` where it does not apply.
 fn percent(share: Option<f64>) -> String {
     share.map_or("-".into(), |h| format!("{:.0}%", h * 100.0))
@@ -512,8 +517,8 @@ fn path_line(w: &mut String, label: &str, m: &Measurement, ceiling: &str, ratio:
         m.p99_ms,
         m.p999_ms,
         format!("{:.0}-{:.0}", m.rps_min, m.rps_max),
-        m.cache_errors.map_or("-".into(), |e| e.to_string()),
-        m.pg_pool_peak.map_or("-".into(), |e| e.to_string()),
+        count(m.cache_errors),
+        count(m.pg_pool_peak),
         opt(m.us_per_req, 0),
         format!(
             "{:.2}/{:.2}/{:.2}/{:.2}/{:.2}",
