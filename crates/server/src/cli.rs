@@ -131,6 +131,7 @@ async fn serve(config: &Config) -> Result<(), StartupError> {
 
     let listener = bind(&config.host, config.port).await?;
     let draining = state.draining.clone();
+    let connections = state.connections.clone();
     // The admin listener outlives the public one, so that readiness can be watched failing
     // during the drain; it stops when the public listener has finished.
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -152,6 +153,7 @@ async fn serve(config: &Config) -> Result<(), StartupError> {
                         let _ = admin_stopped.await;
                     },
                     &admin_http,
+                    Default::default(),
                 )
                 .await
             });
@@ -173,6 +175,7 @@ async fn serve(config: &Config) -> Result<(), StartupError> {
             config.http.shutdown_delay(),
         ),
         &config.http,
+        connections,
     )
     .await;
     let _ = admin_stop.send(());

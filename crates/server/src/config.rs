@@ -211,6 +211,11 @@ pub struct HttpConfig {
     /// Keep it under the process's open-file limit (`ulimit -n`) minus the pools.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Open connections above which an idle keep-alive connection gives back hyper's buffers
+    /// (about 10 KB) until its client sends again, at the cost of building them anew for each
+    /// request. Equal to `MAX_CONNECTIONS`' default: parking starts only where that is raised.
+    #[arg(long, env = "PARK_IDLE_ABOVE", default_value_t = 1024)]
+    pub park_idle_above: usize,
     /// Most requests being handled at once; past it a request is answered 503 with
     /// `Retry-After` at once instead of queueing (health and metrics probes are exempt).
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 512)]

@@ -22,7 +22,7 @@
 //! let router = app(AppState::without_pools(service), &http);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! // Shut down at once: a real program passes a signal future instead.
-//! serve(listener, router, async {}, &http).await
+//! serve(listener, router, async {}, &http, Default::default()).await
 //! # }
 //! ```
 
@@ -44,7 +44,7 @@ pub use app::{admin_app, app, public_app, with_layers};
 pub use auth::Auth;
 pub use config::{Config, HttpConfig};
 pub use drain::Draining;
-pub use serve::serve;
+pub use serve::{Connections, serve};
 pub use state::AppState;
 
 /// Completes on SIGTERM (`docker stop`) or SIGINT (Ctrl-C).

@@ -1,5 +1,5 @@
 //! Prometheus metrics: requests by route and status, a latency histogram, and, read at scrape
-//! time, the cache counters of the core and the pools' occupancy.
+//! time, the cache counters of the core, the pools' occupancy and the client connections.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,6 +16,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use userstack_core::UserService;
+
+use crate::serve::Connections;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
@@ -51,7 +53,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(service: UserService, pools: PoolProbe) -> Self {
+    /// Metrics of `service`, its `pools` and the public listener's `connections`.
+    pub fn new(service: UserService, pools: PoolProbe, connections: Arc<Connections>) -> Self {
         let mut registry = Registry::with_prefix("userstack");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -70,7 +73,11 @@ impl Metrics {
             "Time from request to response head, by method and route",
             latency.clone(),
         );
-        registry.register_collector(Box::new(ScrapeTime { service, pools }));
+        registry.register_collector(Box::new(ScrapeTime {
+            service,
+            pools,
+            connections,
+        }));
         Self {
             registry,
             requests,
@@ -91,6 +98,7 @@ impl Metrics {
 struct ScrapeTime {
     service: UserService,
     pools: PoolProbe,
+    connections: Arc<Connections>,
 }
 
 impl std::fmt::Debug for ScrapeTime {
@@ -125,6 +133,19 @@ impl Collector for ScrapeTime {
             MetricType::Gauge,
         )?;
         ConstGauge::new(stats.local_bytes as i64).encode(memory)?;
+
+        let mut connections = encoder.encode_descriptor(
+            "http_connections",
+            "Open client connections of the public listener, by state (parked: idle, without \
+             hyper's buffers; see PARK_IDLE_ABOVE)",
+            None,
+            MetricType::Gauge,
+        )?;
+        let (open, parked) = (self.connections.open(), self.connections.parked());
+        for (state, value) in [("active", open.saturating_sub(parked)), ("parked", parked)] {
+            ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
+                .encode(connections.encode_family(&[("state", state)])?)?;
+        }
 
         let samples = (self.pools)();
         for (name, help, value) in [

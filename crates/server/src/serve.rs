@@ -9,37 +9,41 @@
 //! - an idle timeout (`IDLE_TIMEOUT_SECS`): a connection on which no request arrives for that
 //!   long after the last response (or the accept) is closed;
 //! - a slot among `MAX_CONNECTIONS`: past the cap the loop stops accepting, so further clients
-//!   wait in the kernel's listen backlog rather than cost a socket and a task each.
+//!   wait in the kernel's listen backlog rather than cost a socket and a task each;
+//! - past `PARK_IDLE_ABOVE` open connections, parking whenever it is idle (see `parking`).
+
+mod activity;
+mod parking;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use hyper::body::Bytes;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
-use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::config::HttpConfig;
+use activity::{Activity, Timeouts, Verdict, Watched};
+pub use parking::Connections;
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops accepting and lets
 /// in-flight requests finish for at most `http.shutdown_timeout()` before returning. Idle
 /// connections are closed at once on shutdown; busy ones after their current response.
 ///
 /// Any number of listeners can be served this way at once (each call has its own connection
-/// cap); pass each the same shutdown signal.
+/// cap); pass each the same shutdown signal. `connections` counts this call's connections.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     http: &HttpConfig,
+    connections: Arc<Connections>,
 ) -> std::io::Result<()> {
     let max_connections = http.max_connections.max(1);
     let slots = Arc::new(Semaphore::new(max_connections));
@@ -75,15 +79,18 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let open = connections.opened();
         let connection = Connection {
             builder: builder.clone(),
             router: router.clone(),
             timeouts,
             stop: stop_rx.clone(),
+            connections: connections.clone(),
+            park_above: http.park_idle_above,
         };
         tokio::spawn(async move {
             connection.run(stream).await;
-            drop(slot);
+            drop((open, slot));
         });
     }
 
@@ -111,15 +118,16 @@ struct Connection {
     router: Router,
     timeouts: Timeouts,
     stop: watch::Receiver<bool>,
+    connections: Arc<Connections>,
+    park_above: usize,
 }
 
-/// The two waits a connection may spend on its client, each `None` when off.
-#[derive(Debug, Clone, Copy)]
-struct Timeouts {
-    /// From the first byte of a request head to its last.
-    header_read: Option<Duration>,
-    /// From the end of the last response (or the accept) to the first byte of the next request.
-    idle: Option<Duration>,
+/// How serving a socket through one hyper connection ended.
+enum Served {
+    /// The connection is over; the socket is dropped.
+    Over,
+    /// The connection was parked: hyper handed back the socket and the bytes it had read early.
+    Parked(TcpStream, Bytes),
 }
 
 impl Connection {
@@ -127,6 +135,37 @@ impl Connection {
         // Responses are written whole; Nagle would only delay the last segment.
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::default());
+        let (mut stream, mut early) = (stream, Bytes::new());
+        // Accepted into a crowd: no hyper connection until the client has sent something.
+        let mut parked = self.connections.crowded(self.park_above);
+        loop {
+            if parked && early.is_empty() {
+                let _parked = self.connections.parking();
+                tokio::select! {
+                    readable = stream.readable() => if readable.is_err() { return },
+                    verdict = activity.watch(self.timeouts, || false) => {
+                        if let Verdict::Close(why) = verdict {
+                            tracing::debug!(why, "closing a parked connection");
+                        }
+                        return;
+                    }
+                    _ = self.stop.wait_for(|stop| *stop) => return,
+                }
+            }
+            let io = Watched::new(stream, early, activity.clone());
+            // Boxed: while parked, the task keeps only this loop's own state, not room for a
+            // hyper connection.
+            (stream, early) = match Box::pin(self.serve_until_parked(io, &activity)).await {
+                Served::Over => return,
+                Served::Parked(stream, early) => (stream, early),
+            };
+            parked = true;
+        }
+    }
+
+    /// Serves requests on `io` with a new hyper connection until the client or a timeout ends
+    /// it, the server stops, or it parks.
+    async fn serve_until_parked(&mut self, io: Watched, activity: &Arc<Activity>) -> Served {
         let service = {
             let activity = activity.clone();
             let router = self.router.clone();
@@ -143,24 +182,66 @@ impl Connection {
                 })
             })
         };
-        let stream = Watched {
-            inner: stream,
-            activity: activity.clone(),
-        };
-        let connection = self.builder.serve_connection(TokioIo::new(stream), service);
-        tokio::pin!(connection);
-        tokio::select! {
-            result = connection.as_mut() => return log_end(result),
-            why = activity.expired(self.timeouts) => {
-                // No request is being handled: dropping the connection loses nothing.
-                tracing::debug!(why, "closing a connection");
-                return;
+        let mut connection = self.builder.serve_connection(TokioIo::new(io), service);
+        let mut parking = false;
+        loop {
+            let event = tokio::select! {
+                result = std::future::poll_fn(|cx| {
+                    if parking {
+                        connection.poll_without_shutdown(cx)
+                    } else {
+                        Pin::new(&mut connection).poll(cx)
+                    }
+                }) => Event::Ended(result),
+                verdict = activity.watch(self.timeouts, || {
+                    !parking && self.connections.crowded(self.park_above)
+                }) => Event::Watched(verdict),
+                _ = self.stop.wait_for(|stop| *stop) => Event::Stop,
+            };
+            match event {
+                Event::Ended(Ok(())) if parking => {
+                    let parts = connection.into_parts();
+                    let (stream, unread) = parts.io.into_inner().into_parts();
+                    return Served::Parked(stream, joined(parts.read_buf, unread));
+                }
+                Event::Ended(result) => {
+                    log_end(result);
+                    return Served::Over;
+                }
+                Event::Watched(Verdict::Close(why)) => {
+                    // No request is being handled: dropping the connection loses nothing.
+                    tracing::debug!(why, "closing a connection");
+                    return Served::Over;
+                }
+                Event::Stop => {
+                    // Finishes the response being written, if any, then closes.
+                    Pin::new(&mut connection).graceful_shutdown();
+                    log_end(connection.await);
+                    return Served::Over;
+                }
+                Event::Watched(Verdict::Park) => {
+                    // hyper is idle: it closes at once, without shutting the socket down.
+                    Pin::new(&mut connection).graceful_shutdown();
+                    parking = true;
+                }
             }
-            _ = self.stop.wait_for(|stop| *stop) => {},
         }
-        // Finishes the response being written, if any, then closes.
-        connection.as_mut().graceful_shutdown();
-        log_end(connection.await);
+    }
+}
+
+/// What ended a wait of [`Connection::serve_until_parked`].
+enum Event {
+    Ended(Result<(), hyper::Error>),
+    Watched(Verdict),
+    Stop,
+}
+
+/// hyper's unread bytes, then those it never got to.
+fn joined(read: Bytes, unread: Bytes) -> Bytes {
+    match (read.is_empty(), unread.is_empty()) {
+        (_, true) => read,
+        (true, false) => unread,
+        (false, false) => [read, unread].concat().into(),
     }
 }
 
@@ -168,161 +249,5 @@ fn log_end(result: Result<(), hyper::Error>) {
     if let Err(e) = result {
         // Clients hanging up, sending garbage or timing out: their problem, logged for debugging.
         tracing::debug!(error = %e, "connection ended with an error");
-    }
-}
-
-/// What one connection is doing, as far as its timeouts care: requests in flight, when it last
-/// became idle, and when the head of the next request started to arrive.
-///
-/// hyper's own header-read timeout is not used: it also runs while a keep-alive connection waits
-/// for its next request, so an idle connection would be closed after the header timeout and an
-/// idle timeout longer than it could not exist.
-#[derive(Debug)]
-struct Activity {
-    in_flight: AtomicUsize,
-    times: Mutex<Times>,
-    head_started: tokio::sync::Notify,
-    /// Wakes `expired` while it waits for the requests in flight to end. Notified with
-    /// `notify_waiters`, which stores no permit: a request answered without waiting on anything
-    /// ends before anyone waits for it, and then wakes nobody.
-    ended: tokio::sync::Notify,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Times {
-    idle_since: Instant,
-    head_started: Option<Instant>,
-}
-
-impl Default for Activity {
-    fn default() -> Self {
-        Self {
-            in_flight: AtomicUsize::new(0),
-            times: Mutex::new(Times {
-                idle_since: Instant::now(),
-                head_started: None,
-            }),
-            head_started: tokio::sync::Notify::new(),
-            ended: tokio::sync::Notify::new(),
-        }
-    }
-}
-
-struct Busy(Arc<Activity>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        let mut times = self.0.times.lock().expect("never poisoned");
-        times.idle_since = Instant::now();
-        times.head_started = None;
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.0.ended.notify_waiters();
-    }
-}
-
-impl Activity {
-    /// A request head was read whole: the handler runs now.
-    fn begin(self: &Arc<Self>) -> Busy {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.times.lock().expect("never poisoned").head_started = None;
-        Busy(self.clone())
-    }
-
-    /// Bytes came in. Between requests, they are the start of the next request's head.
-    fn bytes_arrived(&self) {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return; // a body, or a pipelined request: the handler's timeout governs
-        }
-        let mut times = self.times.lock().expect("never poisoned");
-        if times.head_started.is_none() {
-            times.head_started = Some(Instant::now());
-            self.head_started.notify_one();
-        }
-    }
-
-    /// Completes, with the reason, when the connection has waited too long for its client:
-    /// idle for `idle`, or `header_read` since a request head started without it being whole.
-    async fn expired(&self, timeouts: Timeouts) -> &'static str {
-        loop {
-            let times = *self.times.lock().expect("never poisoned");
-            let (deadline, why) = match times.head_started {
-                Some(started) => (
-                    timeouts.header_read.map(|t| started + t),
-                    "header-read timeout",
-                ),
-                None => (timeouts.idle.map(|t| times.idle_since + t), "idle timeout"),
-            };
-            if self.in_flight.load(Ordering::Acquire) > 0 {
-                // A request is being handled; its own timeout bounds it. The clock starts again
-                // when it ends, and the next head gets its whole header-read timeout, no more.
-                let ended = self.ended.notified();
-                tokio::pin!(ended);
-                ended.as_mut().enable();
-                // Looked at again once the wait is registered: an end in between is not missed.
-                if self.in_flight.load(Ordering::Acquire) > 0 {
-                    ended.await;
-                }
-                continue;
-            }
-            match deadline {
-                Some(deadline) if Instant::now() >= deadline => return why,
-                Some(deadline) => tokio::select! {
-                    () = tokio::time::sleep_until(deadline) => {}
-                    () = self.head_started.notified() => {}
-                },
-                None => self.head_started.notified().await,
-            }
-        }
-    }
-}
-
-/// The client's socket, telling [`Activity`] when bytes arrive.
-struct Watched {
-    inner: TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.bytes_arrived();
-        }
-        result
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

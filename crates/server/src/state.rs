@@ -8,6 +8,7 @@ use userstack_core::UserService;
 use crate::auth::Auth;
 use crate::drain::Draining;
 use crate::metrics::{Metrics, PoolProbe};
+use crate::serve::Connections;
 
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -17,15 +18,19 @@ pub struct AppState {
     pub draining: Draining,
     /// The bearer tokens the protected routes require (none: open).
     pub auth: Auth,
+    /// The public listener's connections; `serve` counts them, `/metrics` shows them.
+    pub connections: Arc<Connections>,
 }
 
 impl AppState {
     /// State for `service`; `pools` reports connection pools to `/metrics`.
     pub fn new(service: UserService, pools: PoolProbe) -> Self {
-        let metrics = Arc::new(Metrics::new(service.clone(), pools));
+        let connections = Arc::new(Connections::default());
+        let metrics = Arc::new(Metrics::new(service.clone(), pools, connections.clone()));
         Self {
             service,
             metrics,
+            connections,
             draining: Draining::default(),
             auth: Auth::open(),
         }

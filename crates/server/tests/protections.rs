@@ -45,6 +45,7 @@ async fn start(router: Router, http: HttpConfig) -> Running {
                 let _ = stopped.await;
             },
             &http,
+            Default::default(),
         )
         .await
     });

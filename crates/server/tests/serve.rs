@@ -52,6 +52,7 @@ async fn start(
                 let _ = shutdown.await;
             },
             &http,
+            Default::default(),
         )
         .await
     });
@@ -128,7 +129,7 @@ async fn a_stop_fails_readiness_first_and_keeps_serving_for_the_delay() {
             draining,
             delay,
         );
-        serve(listener, router, shutdown, &http).await
+        serve(listener, router, shutdown, &http, Default::default()).await
     });
     // A fresh connection per request: what a load balancer opening new ones would see.
     let client = reqwest::Client::builder()

@@ -1,0 +1,227 @@
+//! What one connection is doing, as far as its timeouts and its parking care, and the socket
+//! wrapper that tells it when bytes come and go.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::body::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// The two waits a connection may spend on its client, each `None` when off.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Timeouts {
+    /// From the first byte of a request head to its last.
+    pub(super) header_read: Option<Duration>,
+    /// From the end of the last response (or the accept) to the first byte of the next request.
+    pub(super) idle: Option<Duration>,
+}
+
+/// Requests in flight, when the connection last became idle and when the head of the next
+/// request started to arrive.
+///
+/// hyper's own header-read timeout is not used: it also runs while a keep-alive connection waits
+/// for its next request, so an idle connection would be closed after the header timeout and an
+/// idle timeout longer than it could not exist.
+#[derive(Debug)]
+pub(super) struct Activity {
+    /// Requests whose handler runs (until the response head is handed to hyper).
+    in_flight: AtomicUsize,
+    times: Mutex<Times>,
+    head_started: Notify,
+    /// Wakes `watch` while it waits for the requests in flight to end. Notified with
+    /// `notify_waiters`, which stores no permit: a request answered without waiting on anything
+    /// ends before anyone waits for it, and then wakes nobody.
+    ended: Notify,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Times {
+    idle_since: Instant,
+    head_started: Option<Instant>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            times: Mutex::new(Times {
+                idle_since: Instant::now(),
+                head_started: None,
+            }),
+            head_started: Notify::new(),
+            ended: Notify::new(),
+        }
+    }
+}
+
+/// What [`Activity::watch`] decided.
+pub(super) enum Verdict {
+    /// Close the connection, for this reason.
+    Close(&'static str),
+    /// Give hyper's buffers back until the client sends again.
+    Park,
+}
+
+/// A request whose handler runs; dropped when the handler has answered.
+pub(super) struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut times = self.0.times.lock().expect("never poisoned");
+        times.idle_since = Instant::now();
+        times.head_started = None;
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.ended.notify_waiters();
+    }
+}
+
+impl Activity {
+    /// A request head was read whole: the handler runs now.
+    pub(super) fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.times.lock().expect("never poisoned").head_started = None;
+        Busy(self.clone())
+    }
+
+    /// Bytes came in. Between requests, they are the start of the next request's head.
+    fn bytes_arrived(&self) {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return; // a body, or a pipelined request: the handler's timeout governs
+        }
+        let mut times = self.times.lock().expect("never poisoned");
+        if times.head_started.is_none() {
+            times.head_started = Some(Instant::now());
+            self.head_started.notify_one();
+        }
+    }
+
+    /// Completes when the connection should close, with the reason: it has waited too long for
+    /// its client, idle for `idle` or `header_read` since a request head started without it
+    /// being whole. Or when it should park: it is idle and `crowded()` says so; this is asked
+    /// whenever it turns idle, so a connection parks at the end of a request, not in the middle
+    /// of an idle spell.
+    pub(super) async fn watch(&self, timeouts: Timeouts, crowded: impl Fn() -> bool) -> Verdict {
+        loop {
+            let times = *self.times.lock().expect("never poisoned");
+            let (deadline, why) = match times.head_started {
+                Some(started) => (
+                    timeouts.header_read.map(|t| started + t),
+                    "header-read timeout",
+                ),
+                None => (timeouts.idle.map(|t| times.idle_since + t), "idle timeout"),
+            };
+            if self.in_flight.load(Ordering::Acquire) > 0 {
+                // A request is being handled; its own timeout bounds it. The clock starts again
+                // when it ends, and the next head gets its whole header-read timeout, no more.
+                let ended = self.ended.notified();
+                tokio::pin!(ended);
+                ended.as_mut().enable();
+                // Looked at again once the wait is registered: an end in between is not missed.
+                if self.in_flight.load(Ordering::Acquire) > 0 {
+                    ended.await;
+                }
+                continue;
+            }
+            if times.head_started.is_none() && crowded() {
+                // No request read or being read: hyper loses nothing by closing now. A handler
+                // done, its response head is in hyper's buffer already (hyper writes it in the
+                // poll that gets it), so it goes out without `connection: close`, and hyper only
+                // closes at once when idle, which it turns once a response is flushed.
+                return Verdict::Park;
+            }
+            match deadline {
+                Some(deadline) if Instant::now() >= deadline => return Verdict::Close(why),
+                Some(deadline) => tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => {}
+                    () = self.head_started.notified() => {}
+                },
+                None => self.head_started.notified().await,
+            }
+        }
+    }
+}
+
+/// The client's socket, telling [`Activity`] when bytes arrive; bytes read before the
+/// connection was parked are read again first.
+pub(super) struct Watched {
+    inner: TcpStream,
+    early: Bytes,
+    activity: Arc<Activity>,
+}
+
+impl Watched {
+    pub(super) fn new(inner: TcpStream, early: Bytes, activity: Arc<Activity>) -> Self {
+        if !early.is_empty() {
+            // A head has started: its first bytes are in hand. The header-read timeout runs,
+            // and the connection does not park again before that request.
+            activity.bytes_arrived();
+        }
+        Self {
+            inner,
+            early,
+            activity,
+        }
+    }
+
+    /// The socket, and the bytes of `early` not read yet.
+    pub(super) fn into_parts(self) -> (TcpStream, Bytes) {
+        (self.inner, self.early)
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.early.is_empty() {
+            let n = self.early.len().min(buf.remaining());
+            buf.put_slice(&self.early.split_to(n));
+            self.activity.bytes_arrived();
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.bytes_arrived();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
