@@ -18,6 +18,7 @@ mod parking;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::Router;
@@ -29,7 +30,7 @@ use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
 
 use crate::config::HttpConfig;
-use activity::{Activity, Timeouts, Verdict, Watched};
+use activity::{Activity, Timeouts, Watched};
 pub use parking::Connections;
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops accepting and lets
@@ -143,10 +144,8 @@ impl Connection {
                 let _parked = self.connections.parking();
                 tokio::select! {
                     readable = stream.readable() => if readable.is_err() { return },
-                    verdict = activity.watch(self.timeouts, || false) => {
-                        if let Verdict::Close(why) = verdict {
-                            tracing::debug!(why, "closing a parked connection");
-                        }
+                    why = activity.expired(self.timeouts) => {
+                        tracing::debug!(why, "closing a parked connection");
                         return;
                     }
                     _ = self.stop.wait_for(|stop| *stop) => return,
@@ -186,16 +185,23 @@ impl Connection {
         let mut parking = false;
         loop {
             let event = tokio::select! {
-                result = std::future::poll_fn(|cx| {
+                event = std::future::poll_fn(|cx| {
                     if parking {
-                        connection.poll_without_shutdown(cx)
-                    } else {
-                        Pin::new(&mut connection).poll(cx)
+                        return connection.poll_without_shutdown(cx).map(Event::Ended);
                     }
-                }) => Event::Ended(result),
-                verdict = activity.watch(self.timeouts, || {
-                    !parking && self.connections.crowded(self.park_above)
-                }) => Event::Watched(verdict),
+                    match Pin::new(&mut connection).poll(cx) {
+                        Poll::Ready(result) => Poll::Ready(Event::Ended(result)),
+                        // Decided right after hyper's poll, in the task's same turn: hyper's
+                        // buffers are not kept while the task waits for its next one.
+                        Poll::Pending
+                            if self.connections.crowded(self.park_above) && activity.is_idle() =>
+                        {
+                            Poll::Ready(Event::Park)
+                        }
+                        Poll::Pending => Poll::Pending,
+                    }
+                }) => event,
+                why = activity.expired(self.timeouts) => Event::Expired(why),
                 _ = self.stop.wait_for(|stop| *stop) => Event::Stop,
             };
             match event {
@@ -208,7 +214,7 @@ impl Connection {
                     log_end(result);
                     return Served::Over;
                 }
-                Event::Watched(Verdict::Close(why)) => {
+                Event::Expired(why) => {
                     // No request is being handled: dropping the connection loses nothing.
                     tracing::debug!(why, "closing a connection");
                     return Served::Over;
@@ -219,7 +225,7 @@ impl Connection {
                     log_end(connection.await);
                     return Served::Over;
                 }
-                Event::Watched(Verdict::Park) => {
+                Event::Park => {
                     // hyper is idle: it closes at once, without shutting the socket down.
                     Pin::new(&mut connection).graceful_shutdown();
                     parking = true;
@@ -232,8 +238,9 @@ impl Connection {
 /// What ended a wait of [`Connection::serve_until_parked`].
 enum Event {
     Ended(Result<(), hyper::Error>),
-    Watched(Verdict),
+    Expired(&'static str),
     Stop,
+    Park,
 }
 
 /// hyper's unread bytes, then those it never got to.

@@ -34,7 +34,7 @@ pub(super) struct Activity {
     in_flight: AtomicUsize,
     times: Mutex<Times>,
     head_started: Notify,
-    /// Wakes `watch` while it waits for the requests in flight to end. Notified with
+    /// Wakes `expired` while it waits for the requests in flight to end. Notified with
     /// `notify_waiters`, which stores no permit: a request answered without waiting on anything
     /// ends before anyone waits for it, and then wakes nobody.
     ended: Notify,
@@ -58,14 +58,6 @@ impl Default for Activity {
             ended: Notify::new(),
         }
     }
-}
-
-/// What [`Activity::watch`] decided.
-pub(super) enum Verdict {
-    /// Close the connection, for this reason.
-    Close(&'static str),
-    /// Give hyper's buffers back until the client sends again.
-    Park,
 }
 
 /// A request whose handler runs; dropped when the handler has answered.
@@ -101,12 +93,23 @@ impl Activity {
         }
     }
 
-    /// Completes when the connection should close, with the reason: it has waited too long for
-    /// its client, idle for `idle` or `header_read` since a request head started without it
-    /// being whole. Or when it should park: it is idle and `crowded()` says so; this is asked
-    /// whenever it turns idle, so a connection parks at the end of a request, not in the middle
-    /// of an idle spell.
-    pub(super) async fn watch(&self, timeouts: Timeouts, crowded: impl Fn() -> bool) -> Verdict {
+    /// No request being read or handled. Told to close now, hyper loses nothing: a handler
+    /// done, its response head is in hyper's buffer already (hyper writes it in the poll that
+    /// gets it), so it goes out without `connection: close`, and hyper only closes at once when
+    /// idle, which it turns once a response is flushed.
+    pub(super) fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+            && self
+                .times
+                .lock()
+                .expect("never poisoned")
+                .head_started
+                .is_none()
+    }
+
+    /// Completes, with the reason, when the connection has waited too long for its client:
+    /// idle for `idle`, or `header_read` since a request head started without it being whole.
+    pub(super) async fn expired(&self, timeouts: Timeouts) -> &'static str {
         loop {
             let times = *self.times.lock().expect("never poisoned");
             let (deadline, why) = match times.head_started {
@@ -128,15 +131,8 @@ impl Activity {
                 }
                 continue;
             }
-            if times.head_started.is_none() && crowded() {
-                // No request read or being read: hyper loses nothing by closing now. A handler
-                // done, its response head is in hyper's buffer already (hyper writes it in the
-                // poll that gets it), so it goes out without `connection: close`, and hyper only
-                // closes at once when idle, which it turns once a response is flushed.
-                return Verdict::Park;
-            }
             match deadline {
-                Some(deadline) if Instant::now() >= deadline => return Verdict::Close(why),
+                Some(deadline) if Instant::now() >= deadline => return why,
                 Some(deadline) => tokio::select! {
                     () = tokio::time::sleep_until(deadline) => {}
                     () = self.head_started.notified() => {}

@@ -1,11 +1,11 @@
 //! Parking idle connections: while more than `PARK_IDLE_ABOVE` connections are open, a
 //! connection that turns idle hands its socket back from hyper, and hyper's buffers (about 10 KB
 //! per connection, which hyper keeps for a connection's whole life) are freed until the client
-//! sends again; then a new hyper connection is built. Below that count nothing is parked, and a
-//! request costs one more atomic read than without parking. A connection that turned idle
-//! before the count rose stays as it is until its next request or its idle timeout: at most
-//! `PARK_IDLE_ABOVE` connections hold hyper's buffers while idle, and none for longer than
-//! `IDLE_TIMEOUT_SECS`.
+//! sends again; then a new hyper connection is built. The decision is taken right after each
+//! poll of hyper (`Connection::serve_until_parked`): below that count, one atomic read. A
+//! connection that turned idle before the count rose stays as it is until its next request or
+//! its idle timeout: at most `PARK_IDLE_ABOVE` connections hold hyper's buffers while idle, and
+//! none for longer than `IDLE_TIMEOUT_SECS`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
