@@ -40,6 +40,7 @@ impl Connections {
         self.open() > park_above
     }
 
+    /// Counts a parked connection until the guard is dropped.
     pub(super) fn parking(&self) -> Parked<'_> {
         self.parked.fetch_add(1, Ordering::Relaxed);
         Parked(self)
