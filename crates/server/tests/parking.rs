@@ -13,6 +13,9 @@ use userstack_core::memory::{InMemoryCache, InMemoryUserRepository};
 use userstack_core::{ServiceConfig, UserService};
 use userstack_server::{AppState, Connections, HttpConfig, serve, with_layers};
 
+#[path = "support/socket.rs"]
+mod socket;
+
 /// Bytes of the `/large` body: far more than the socket buffers of both ends hold, so that
 /// hyper is still writing it while a client that does not read waits.
 const LARGE: usize = 64 * 1024 * 1024;
@@ -24,7 +27,8 @@ struct Running {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// Serves `/`, `/metrics`, `/large` and `/waits` (200 ms) with `http`, counting connections where the test sees them.
+/// Serves `/`, `/metrics`, `/large` and `/waits` (200 ms) with `http`, counting connections
+/// where the test sees them.
 async fn start(http: HttpConfig) -> Running {
     let state = AppState::without_pools(UserService::new(
         Arc::new(InMemoryUserRepository::new()),
@@ -146,15 +150,7 @@ impl Client {
 
     /// Whether the server closes the connection within `within`.
     async fn closed_within(&mut self, within: Duration) -> bool {
-        let mut buf = [0u8; 1024];
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match tokio::time::timeout_at(deadline, self.stream.read(&mut buf)).await {
-                Err(_) => return false,
-                Ok(Ok(0) | Err(_)) => return true,
-                Ok(Ok(_)) => {} // a response (e.g. 408) before the close
-            }
-        }
+        socket::closed_within(&mut self.stream, within).await
     }
 }
 

@@ -14,6 +14,10 @@ use userstack_core::memory::{InMemoryCache, InMemoryUserRepository};
 use userstack_core::{ServiceConfig, UserService};
 use userstack_server::{AppState, HttpConfig, app, serve, with_layers};
 
+#[path = "support/socket.rs"]
+mod socket;
+use socket::{closed_before, closed_within};
+
 struct Running {
     address: std::net::SocketAddr,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -58,23 +62,6 @@ async fn start(router: Router, http: HttpConfig) -> Running {
 async fn start_app(http: HttpConfig) -> Running {
     let router = app(AppState::without_pools(service()), &http);
     start(router, http).await
-}
-
-/// Waits up to `within` for the server to close `stream`; true if it did.
-async fn closed_by_server(stream: &mut TcpStream, within: Duration) -> bool {
-    closed_before(stream, tokio::time::Instant::now() + within).await
-}
-
-/// Whether the server closes `stream` before `deadline`.
-async fn closed_before(stream: &mut TcpStream, deadline: tokio::time::Instant) -> bool {
-    let mut buf = [0u8; 1024];
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Ok(0) | Err(_)) => return true,
-            Ok(Ok(_)) => {} // a response (e.g. 408) before the close
-        }
-    }
 }
 
 /// Sends `GET path` on `stream` and reads its answer, which must be a 200 (the bodies here are
@@ -152,7 +139,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     get_ok(&mut stream, "/").await;
     let idle_since = Instant::now();
     assert!(
-        closed_by_server(&mut stream, Duration::from_secs(5)).await,
+        closed_within(&mut stream, Duration::from_secs(5)).await,
         "the idle keep-alive connection is closed"
     );
     assert!(
@@ -175,7 +162,7 @@ async fn a_keep_alive_connection_waits_the_idle_timeout_not_the_header_timeout()
     let mut stream = TcpStream::connect(server.address).await.unwrap();
     get_ok(&mut stream, "/").await;
     assert!(
-        !closed_by_server(&mut stream, Duration::from_millis(2500)).await,
+        !closed_within(&mut stream, Duration::from_millis(2500)).await,
         "an idle keep-alive connection outlives the header-read timeout"
     );
     // And the next request is served.
@@ -185,7 +172,7 @@ async fn a_keep_alive_connection_waits_the_idle_timeout_not_the_header_timeout()
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
     let started = Instant::now();
-    assert!(closed_by_server(&mut stream, Duration::from_secs(4)).await);
+    assert!(closed_within(&mut stream, Duration::from_secs(4)).await);
     assert!(started.elapsed() >= Duration::from_millis(900));
 }
 
@@ -211,7 +198,7 @@ async fn the_header_timeout_holds_after_a_request_that_waited() {
     stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
     let started = Instant::now();
     assert!(
-        closed_by_server(&mut stream, Duration::from_secs(4)).await,
+        closed_within(&mut stream, Duration::from_secs(4)).await,
         "a head left unfinished after a request that waited is cut off by the header-read \
          timeout, not left until the idle timeout"
     );

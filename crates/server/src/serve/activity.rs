@@ -1,5 +1,5 @@
 //! What one connection is doing, as far as its timeouts and its parking care, and the socket
-//! wrapper that tells it when bytes come and go.
+//! wrapper that tells it when bytes arrive.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
