@@ -120,6 +120,24 @@ pub(crate) struct Measurement {
     pub(crate) rss_peak_mib: Option<f64>,
 }
 
+/// One path to measure: what drives its load and what to watch meanwhile.
+pub(crate) struct Subject<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) label: &'a str,
+    pub(crate) load: &'a Load,
+    pub(crate) watch: &'a Watch,
+}
+
+/// What is counted for one path while its runs are taken: CPU ticks by party (see
+/// `Bench::cpu`) and seconds, over its own runs only.
+struct Tally {
+    runs: Vec<Run>,
+    cpu: [u64; 5],
+    seconds: f64,
+    cache_before: Option<[u64; 5]>,
+    sampler: Sampler,
+}
+
 /// The fixed parts of every measurement: durations, tools, the processes to account CPU to.
 #[derive(Debug)]
 pub(crate) struct Bench {
@@ -181,50 +199,105 @@ impl Bench {
         strict: bool,
         repeats: u32,
     ) -> Result<Measurement> {
-        eprintln!(
-            "==> {label}: {}s warm-up + {repeats} x {}s, {} connections",
-            self.warmup,
-            self.duration,
-            load.connections()
-        );
-        self.run(load, 0, repeats + 1, self.warmup)
-            .await
-            .with_context(|| format!("{label}: warm-up"))?;
-        let cache_before = self.cache_counts(watch).await;
-        let sampler = Sampler::start(self, watch);
-        let cpu_before = self.cpu(watch);
-        let started = Instant::now();
-        let mut runs = Vec::new();
-        for slice in 1..=repeats {
-            let run = self
-                .run(load, slice, repeats + 1, self.duration)
-                .await
-                .with_context(|| format!("{label}: run {slice}"))?;
-            eprintln!(
-                "    run {slice}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, {} errors {:?}",
-                run.rps,
-                run.p50_ms,
-                run.p99_ms,
-                run.p999_ms,
-                run.error_count(),
-                run.errors
-            );
-            if let Some(pid) = watch.server
-                && !Path::new(&format!("/proc/{pid}")).exists()
-            {
-                bail!("{label}: the server (pid {pid}) exited during the run");
-            }
-            runs.push(run);
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        let cpu_after = self.cpu(watch);
-        let (rss_peak, pool_peak) = sampler.stop().await;
-        let cache_after = self.cache_counts(watch).await;
+        let [m] = self
+            .measure_in_turns(
+                [Subject {
+                    id,
+                    label,
+                    load,
+                    watch,
+                }],
+                strict,
+                repeats,
+            )
+            .await?;
+        Ok(m)
+    }
 
+    /// Measures paths in turns: the warm-up of each, then the first run of each, the second of
+    /// each, and so on. A path and its ceiling measured this way share whatever the machine does
+    /// meanwhile (on a shared host the same code's rate moved by two fifths within half an hour),
+    /// and each run has a neighbour of the other to be divided by. Each path's CPU figures count
+    /// its own runs only.
+    pub(crate) async fn measure_in_turns<const N: usize>(
+        &self,
+        subjects: [Subject<'_>; N],
+        strict: bool,
+        repeats: u32,
+    ) -> Result<[Measurement; N]> {
+        for s in &subjects {
+            eprintln!(
+                "==> {}: {}s warm-up + {repeats} x {}s, {} connections{}",
+                s.label,
+                self.warmup,
+                self.duration,
+                s.load.connections(),
+                if N > 1 { ", in turns" } else { "" }
+            );
+            self.run(s.load, 0, repeats + 1, self.warmup)
+                .await
+                .with_context(|| format!("{}: warm-up", s.label))?;
+        }
+        let mut tallies = Vec::with_capacity(N);
+        for s in &subjects {
+            tallies.push(Tally {
+                runs: Vec::new(),
+                cpu: [0; 5],
+                seconds: 0.0,
+                cache_before: self.cache_counts(s.watch).await,
+                sampler: Sampler::start(self, s.watch),
+            });
+        }
+        for slice in 1..=repeats {
+            for (s, tally) in subjects.iter().zip(&mut tallies) {
+                let cpu_before = self.cpu(s.watch);
+                let started = Instant::now();
+                let run = self
+                    .run(s.load, slice, repeats + 1, self.duration)
+                    .await
+                    .with_context(|| format!("{}: run {slice}", s.label))?;
+                tally.seconds += started.elapsed().as_secs_f64();
+                let cpu_after = self.cpu(s.watch);
+                for (sum, (after, before)) in
+                    tally.cpu.iter_mut().zip(cpu_after.iter().zip(cpu_before))
+                {
+                    *sum += after.saturating_sub(before);
+                }
+                eprintln!(
+                    "    {} run {slice}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, {} errors {:?}",
+                    s.id,
+                    run.rps,
+                    run.p50_ms,
+                    run.p99_ms,
+                    run.p999_ms,
+                    run.error_count(),
+                    run.errors
+                );
+                if let Some(pid) = s.watch.server
+                    && !Path::new(&format!("/proc/{pid}")).exists()
+                {
+                    bail!("{}: the server (pid {pid}) exited during the run", s.label);
+                }
+                tally.runs.push(run);
+            }
+        }
+        let mut measurements = Vec::with_capacity(N);
+        for (s, tally) in subjects.iter().zip(tallies) {
+            measurements.push(self.summarise(s, tally, strict).await?);
+        }
+        measurements
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("one measurement per path"))
+    }
+
+    /// A path's measurement from its runs and what was counted around them.
+    async fn summarise(&self, s: &Subject<'_>, t: Tally, strict: bool) -> Result<Measurement> {
+        let (rss_peak, pool_peak) = t.sampler.stop().await;
+        let cache_after = self.cache_counts(s.watch).await;
+        let runs = t.runs;
         let requests: u64 = runs.iter().map(|r| r.requests).sum();
         let errors: u64 = runs.iter().map(Run::error_count).sum();
-        let per_s =
-            |i: usize| cpu_after[i].saturating_sub(cpu_before[i]) as f64 / self.hz / elapsed;
+        let per_s = |i: usize| t.cpu[i] as f64 / self.hz / t.seconds;
         let (server, postgres, redis, load_gen, all) =
             (per_s(0), per_s(1), per_s(2), per_s(3), per_s(4));
         let cores = Cores {
@@ -234,11 +307,12 @@ impl Bench {
             load: load_gen,
             other: (all - server - postgres - redis - load_gen).max(0.0),
         };
-        let us_per_req = watch
+        let us_per_req = s
+            .watch
             .server
             .filter(|_| requests > 0)
-            .map(|_| (cpu_after[0] - cpu_before[0]) as f64 / self.hz * 1e6 / requests as f64);
-        let (hit_rate, memory_rate, cache_errors) = match (cache_before, cache_after) {
+            .map(|_| t.cpu[0] as f64 / self.hz * 1e6 / requests as f64);
+        let (hit_rate, memory_rate, cache_errors) = match (t.cache_before, cache_after) {
             (Some(b), Some(a)) => {
                 let d: Vec<u64> = (0..5).map(|i| a[i].saturating_sub(b[i])).collect();
                 let reads = d[0] + d[1] + d[2] + d[3];
@@ -250,9 +324,9 @@ impl Bench {
         let pick = |f: fn(&Run) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
         let rates: Vec<f64> = runs.iter().map(|r| r.rps).collect();
         let m = Measurement {
-            id: id.to_owned(),
-            label: label.to_owned(),
-            connections: load.connections(),
+            id: s.id.to_owned(),
+            label: s.label.to_owned(),
+            connections: s.load.connections(),
             rps: median(&rates),
             rps_min: rates.iter().copied().fold(f64::INFINITY, f64::min),
             rps_max: rates.iter().copied().fold(0.0, f64::max),
@@ -266,12 +340,15 @@ impl Bench {
             hit_rate,
             memory_rate,
             cache_errors,
-            pg_pool_peak: watch.metrics.as_ref().map(|_| pool_peak),
-            rss_peak_mib: watch.server.map(|_| rss_peak as f64 / 1024.0),
+            pg_pool_peak: s.watch.metrics.as_ref().map(|_| pool_peak),
+            rss_peak_mib: s.watch.server.map(|_| rss_peak as f64 / 1024.0),
             runs,
         };
         if strict && errors > 0 {
-            bail!("{label}: {errors} requests failed (non-2xx answers or socket errors)");
+            bail!(
+                "{}: {errors} requests failed (non-2xx answers or socket errors)",
+                s.label
+            );
         }
         Ok(m)
     }

@@ -35,7 +35,7 @@ use tokio_postgres::Client;
 use userstack_cache_redis::testing::TestRedis;
 use userstack_storage_pg::testing::TestPostgres;
 
-use crate::load::{Bench, Load, Measurement, Watch};
+use crate::load::{Bench, Load, Measurement, Subject, Watch};
 use crate::report::{Report, SWEEP_FLOOR, SWEEP_ROOT, SWEEP_WARM, SeedRow, SoakPoint, SweepRow};
 use crate::servers::FlaskRunner;
 
@@ -298,35 +298,18 @@ async fn run(args: Args) -> Result<()> {
     )?;
     let (mut small, large): (Vec<u64>, Vec<u64>) =
         plan.sizes.iter().partition(|&&s| s <= plan.rows);
-    if !small.contains(&plan.rows) {
-        small.push(plan.rows); // the paths table's PostgreSQL row
-    }
+    small.push(plan.rows); // the paths table's PostgreSQL row, measured last, beside pgbench
+    small.sort_unstable();
+    small.dedup();
+    let mut pg_main = None;
     for size in small {
         load_users(&db, &mut loaded, size).await?;
-        let m = pg_path(&bench, &db, &bypass, &bypass_watch, size).await?;
-        report.sizes.push((size, m));
+        let ceiling = (size == plan.rows).then_some(page_script.as_path());
+        let (m, ceiling) = pg_path(&bench, &db, &bypass, &bypass_watch, size, ceiling).await?;
+        report.sizes.push((size, m.clone()));
+        pg_main = ceiling.map(|c| (m, c));
     }
-    let maxafter = max_id(&db).await?.saturating_sub(100);
-    let ceiling = bench
-        .measure(
-            "pgbench_page",
-            "pgbench: the same page query",
-            &Load::Pgbench {
-                script: page_script,
-                clients: POOL_SIZE,
-                vars: vec![("maxafter".into(), maxafter.to_string())],
-            },
-            &Watch::default(),
-            true,
-            plan.repeats,
-        )
-        .await?;
-    let pg_main = report
-        .sizes
-        .iter()
-        .find(|(s, _)| *s == plan.rows)
-        .map(|(_, m)| m.clone())
-        .context("the main size was measured")?;
+    let (pg_main, ceiling) = pg_main.context("the main size was measured")?;
 
     // --- every path on the normal server --------------------------------------------------------
     let mut main_env = base_env(redis.url().to_owned(), "bench:");
@@ -355,17 +338,7 @@ async fn run(args: Args) -> Result<()> {
         )
         .await?;
     report.path(m, None);
-    let m = bench
-        .measure(
-            "get_users_warm",
-            "GET /users warm cache",
-            &Load::wrk(main.url("/users"), "static", 1, c),
-            &watch,
-            strict,
-            plan.repeats,
-        )
-        .await?;
-    // nginx serves the very bytes of the warm page.
+    // nginx serves the very bytes of the warm page (this request also fills the cache).
     let page = bench
         .http
         .get(main.url("/users"))
@@ -379,16 +352,25 @@ async fn run(args: Args) -> Result<()> {
         page.len()
     );
     let nginx = servers::nginx(work.path(), &page, plan.threads as usize).await?;
-    let nginx_watch = Watch {
-        server: Some(nginx.pid()),
-        metrics: None,
-    };
-    let n = bench
-        .measure(
-            "nginx_static",
-            "nginx: the same bytes as a file",
-            &Load::wrk(nginx.url("/users.json"), "static", 1, c),
-            &nginx_watch,
+    let [m, n] = bench
+        .measure_in_turns(
+            [
+                Subject {
+                    id: "get_users_warm",
+                    label: "GET /users warm cache",
+                    load: &Load::wrk(main.url("/users"), "static", 1, c),
+                    watch: &watch,
+                },
+                Subject {
+                    id: "nginx_static",
+                    label: "nginx: the same bytes as a file",
+                    load: &Load::wrk(nginx.url("/users.json"), "static", 1, c),
+                    watch: &Watch {
+                        server: Some(nginx.pid()),
+                        metrics: None,
+                    },
+                },
+            ],
             strict,
             plan.repeats,
         )
@@ -424,16 +406,6 @@ async fn run(args: Args) -> Result<()> {
             .await?;
         report.path(m, None);
     }
-    let m = bench
-        .measure(
-            "post_users",
-            "POST /users",
-            &Load::wrk(main.url("/users"), "post", 1, c),
-            &watch,
-            strict,
-            plan.repeats,
-        )
-        .await?;
     let insert_script = work.path().join("insert.sql");
     std::fs::write(
         &insert_script,
@@ -441,16 +413,26 @@ async fn run(args: Args) -> Result<()> {
          INSERT INTO users (name, email) VALUES ('pgbench ' || :client_id, 'pgbench-' || :client_id || '-' || :n || '@example.com') \
          RETURNING id, name, email, created_at, updated_at;\n",
     )?;
-    let ceiling = bench
-        .measure(
-            "pgbench_insert",
-            "pgbench: one-row INSERT ... RETURNING",
-            &Load::Pgbench {
-                script: insert_script,
-                clients: POOL_SIZE,
-                vars: vec![],
-            },
-            &Watch::default(),
+    let [m, ceiling] = bench
+        .measure_in_turns(
+            [
+                Subject {
+                    id: "post_users",
+                    label: "POST /users",
+                    load: &Load::wrk(main.url("/users"), "post", 1, c),
+                    watch: &watch,
+                },
+                Subject {
+                    id: "pgbench_insert",
+                    label: "pgbench: one-row INSERT ... RETURNING",
+                    load: &Load::Pgbench {
+                        script: insert_script,
+                        clients: POOL_SIZE,
+                        vars: vec![],
+                    },
+                    watch: &Watch::default(),
+                },
+            ],
             strict,
             plan.repeats,
         )
@@ -518,7 +500,7 @@ async fn run(args: Args) -> Result<()> {
     // --- the largest tables last: loading them takes longest --------------------------------------
     for size in large {
         load_users(&db, &mut loaded, size).await?;
-        let m = pg_path(&bench, &db, &bypass, &bypass_watch, size).await?;
+        let (m, _) = pg_path(&bench, &db, &bypass, &bypass_watch, size, None).await?;
         report.sizes.push((size, m));
     }
     report.bypass_hwm_mib = procs::status_kib(bypass.pid(), "VmHWM:") as f64 / 1024.0;
@@ -572,25 +554,41 @@ async fn interrupted() -> &'static str {
     }
 }
 
-/// The PostgreSQL path (cache bypassed, a distinct `after=` per request) at the current size.
+/// The PostgreSQL path (cache bypassed, a distinct `after=` per request) at the current size;
+/// with `ceiling`, in turns with pgbench running that script over the same range of pages.
 async fn pg_path(
     bench: &Bench,
     db: &Client,
     server: &servers::Server,
     watch: &Watch,
     size: u64,
-) -> Result<Measurement> {
+    ceiling: Option<&Path>,
+) -> Result<(Measurement, Option<Measurement>)> {
     let modulus = max_id(db).await?.saturating_sub(100).max(1);
-    bench
-        .measure(
-            &format!("pg_path_{size}"),
-            &format!("GET /users PostgreSQL (cache bypassed), {size} rows"),
-            &Load::wrk(server.url("/users"), "page", modulus, 64),
-            watch,
-            true,
-            bench.repeats,
-        )
-        .await
+    let path = Subject {
+        id: &format!("pg_path_{size}"),
+        label: &format!("GET /users PostgreSQL (cache bypassed), {size} rows"),
+        load: &Load::wrk(server.url("/users"), "page", modulus, 64),
+        watch,
+    };
+    let Some(script) = ceiling else {
+        let [m] = bench.measure_in_turns([path], true, bench.repeats).await?;
+        return Ok((m, None));
+    };
+    let pgbench = Subject {
+        id: "pgbench_page",
+        label: "pgbench: the same page query",
+        load: &Load::Pgbench {
+            script: script.to_owned(),
+            clients: POOL_SIZE,
+            vars: vec![("maxafter".into(), modulus.to_string())],
+        },
+        watch: &Watch::default(),
+    };
+    let [m, c] = bench
+        .measure_in_turns([path, pgbench], true, bench.repeats)
+        .await?;
+    Ok((m, Some(c)))
 }
 
 /// Mixed traffic in segments until `soak_requests` were made; RSS after each.

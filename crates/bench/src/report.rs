@@ -6,12 +6,27 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::load::{Measurement, Run};
+use crate::stats::median;
 
 /// A path of the server and, where it has one, the ceiling it is compared with.
 #[derive(Debug, Serialize)]
 pub(crate) struct PathRow {
     pub(crate) measurement: Measurement,
     pub(crate) ceiling: Option<Measurement>,
+}
+
+impl PathRow {
+    /// The path's rate over its ceiling's: the median over the runs of each run's rate divided by
+    /// the rate of the ceiling's run taken right after it (the two are measured in turns, see
+    /// `Bench::measure_in_turns`).
+    pub(crate) fn ratio(&self) -> Option<f64> {
+        let ceiling = self.ceiling.as_ref()?;
+        let ratios: Vec<f64> = (self.measurement.runs.iter())
+            .zip(&ceiling.runs)
+            .map(|(m, c)| m.rps / c.rps)
+            .collect();
+        Some(median(&ratios))
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -172,9 +187,9 @@ impl Report {
         );
         for row in &self.paths {
             let m = &row.measurement;
-            let (ceiling, ratio) = match &row.ceiling {
-                Some(c) => (format!("{:.0}", c.rps), format!("{:.2}", m.rps / c.rps)),
-                None => ("-".into(), "-".into()),
+            let (ceiling, ratio) = match (&row.ceiling, row.ratio()) {
+                (Some(c), Some(r)) => (format!("{:.0}", c.rps), format!("{r:.2}")),
+                _ => ("-".into(), "-".into()),
             };
             path_line(w, &m.label, m, &ceiling, &ratio);
         }
@@ -185,7 +200,8 @@ impl Report {
         }
         let _ = writeln!(
             w,
-            "\nceiling: the rate of the ceiling row below, run in the same session. x ceiling: req/s / ceiling.\n\
+            "\nceiling: the rate of the ceiling row below, measured in turns with the path (a run of the path,\n\
+             a run of the ceiling, and so on). x ceiling: the median of each run's req/s / its ceiling run's.\n\
              Ceilings: nginx ({} workers, keep-alive, no access log, sendfile) serving the warm page's\n\
              bytes as a file; pgbench with 16 connections (the server's pool), prepared, running the\n\
              server's page query, one page per statement, and for POST one single-row INSERT per create\n\
@@ -377,9 +393,8 @@ impl Report {
         let mark = |ok: bool| if ok { "met" } else { "NOT met" };
         let find = |id: &str| self.paths.iter().find(|p| p.measurement.id == id);
         if let Some(p) = find("get_users_warm")
-            && let Some(c) = &p.ceiling
+            && let Some(r) = p.ratio()
         {
-            let r = p.measurement.rps / c.rps;
             let ok = r >= 0.8 && p.measurement.p99_ms <= 5.0;
             out.push(format!(
                 "warm GET /users >= 0.8 x nginx, p99 <= 5 ms: {r:.2} x, p99 {:.2} ms: {}",
@@ -391,9 +406,8 @@ impl Report {
             .paths
             .iter()
             .find(|p| p.measurement.id.starts_with("pg_path"))
-            && let Some(c) = &p.ceiling
+            && let Some(r) = p.ratio()
         {
-            let r = p.measurement.rps / c.rps;
             let us = p.measurement.us_per_req.unwrap_or(f64::NAN);
             out.push(format!(
                 "PostgreSQL path >= 0.7 x pgbench: {r:.2} x: {}; server CPU <= 50 us/req: {us:.0} us: {}",
@@ -402,9 +416,8 @@ impl Report {
             ));
         }
         if let Some(p) = find("post_users")
-            && let Some(c) = &p.ceiling
+            && let Some(r) = p.ratio()
         {
-            let r = p.measurement.rps / c.rps;
             out.push(format!(
                 "POST /users >= 0.7 x pgbench: {r:.2} x: {}",
                 mark(r >= 0.7)
@@ -570,5 +583,50 @@ mod tests {
         ];
         assert_eq!(error_kinds(&runs), "status 34, timeout 2");
         assert_eq!(error_kinds(&[run(&[]), run(&[])]), "-");
+    }
+
+    fn measured(rates: &[f64]) -> Measurement {
+        let runs: Vec<Run> = rates
+            .iter()
+            .map(|&rps| Run { rps, ..run(&[]) })
+            .collect();
+        Measurement {
+            id: "path".into(),
+            label: "path".into(),
+            connections: 64,
+            rps: median(rates),
+            rps_min: 0.0,
+            rps_max: 0.0,
+            p50_ms: 1.0,
+            p99_ms: 1.0,
+            p999_ms: 1.0,
+            requests: 0,
+            errors: 0,
+            us_per_req: None,
+            cores: Default::default(),
+            hit_rate: None,
+            memory_rate: None,
+            cache_errors: None,
+            pg_pool_peak: None,
+            rss_peak_mib: None,
+            runs,
+        }
+    }
+
+    #[test]
+    fn the_ratio_to_a_ceiling_divides_each_run_by_its_neighbour() {
+        // Run by run the path is at 0.6, 0.4 and 0.625 of the ceiling: the ratio is the median
+        // of those, not the quotient of the two sides' medians (80 / 160 = 0.5).
+        let row = PathRow {
+            measurement: measured(&[60.0, 80.0, 100.0]),
+            ceiling: Some(measured(&[100.0, 200.0, 160.0])),
+        };
+        let ratio = row.ratio().unwrap();
+        assert!((ratio - 0.6).abs() < 1e-9, "{ratio}");
+        let alone = PathRow {
+            ceiling: None,
+            ..row
+        };
+        assert_eq!(alone.ratio(), None);
     }
 }
