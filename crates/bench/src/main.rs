@@ -451,27 +451,46 @@ async fn run(args: Args) -> Result<()> {
         server: Some(floor.pid()),
         metrics: None,
     };
+    // Each step after the first runs in turns with a run at the first step: the ratio the goal
+    // reads is between two neighbouring runs, not between runs minutes apart.
+    let first = plan.sweep.first().copied().unwrap_or(64);
     for &conns in &plan.sweep {
         for (path, url, id, watch) in [
             (SWEEP_ROOT, main.url("/"), "get_root", &watch),
             (SWEEP_WARM, main.url("/users"), "get_users_warm", &watch),
             (SWEEP_FLOOR, floor.url("/"), "hyper_floor", &floor_watch),
         ] {
-            let m = bench
-                .measure(
-                    &format!("sweep_{id}_{conns}"),
-                    &format!("{path} at {conns} connections"),
-                    &Load::wrk(url, "static", 1, conns),
+            let load = Load::wrk(url.clone(), "static", 1, conns);
+            let (step_id, label) = (
+                format!("sweep_{id}_{conns}"),
+                format!("{path} at {conns} connections"),
+            );
+            let this = Subject {
+                id: &step_id,
+                label: &label,
+                load: &load,
+                watch,
+            };
+            // Failures under thousands of connections are the sweep's figures (the table and the
+            // goals show them), not a broken benchmark.
+            let strict = false;
+            let (measurement, reference) = if conns == first {
+                let [m] = bench.measure_in_turns([this], strict, 1).await?;
+                (m, None)
+            } else {
+                let reference = Subject {
+                    id: &format!("sweep_{id}_{first}_beside_{conns}"),
+                    label: &format!("{path} at {first} connections, beside {conns}"),
+                    load: &Load::wrk(url, "static", 1, first),
                     watch,
-                    // Failures under thousands of connections are the sweep's figures (the
-                    // table and the goals show them), not a broken benchmark.
-                    false,
-                    1,
-                )
-                .await?;
+                };
+                let [r, m] = bench.measure_in_turns([reference, this], strict, 1).await?;
+                (m, Some(r))
+            };
             report.sweep.push(SweepRow {
                 path,
-                measurement: m,
+                measurement,
+                reference,
             });
         }
     }

@@ -33,6 +33,18 @@ impl PathRow {
 pub(crate) struct SweepRow {
     pub(crate) path: &'static str,
     pub(crate) measurement: Measurement,
+    /// A run of the same path at the sweep's first step, taken in turns with this one (none for
+    /// the first step itself): what this step's rate is divided by.
+    pub(crate) reference: Option<Measurement>,
+}
+
+impl SweepRow {
+    /// This step's rate over the first step's, run beside it; 1 for the first step.
+    pub(crate) fn ratio(&self) -> f64 {
+        self.reference
+            .as_ref()
+            .map_or(1.0, |r| self.measurement.rps / r.rps)
+    }
 }
 
 /// The sweep's rows: userstack's two paths, and hyper alone (the floor of a hyper server).
@@ -269,18 +281,13 @@ impl Report {
         );
         for s in &self.sweep {
             let m = &s.measurement;
-            let first = self
-                .sweep
-                .iter()
-                .find(|x| x.path == s.path)
-                .map_or(f64::NAN, |x| x.measurement.rps);
             let _ = writeln!(
                 w,
                 "| {:<18} | {:>6} | {:>7.0} | {:>10.2} | {:>7.2} | {:>7.2} | {:>8.2} | {:>6} | {:<16} | {:>4} | {:>5} | {:>14} |",
                 s.path,
                 m.connections,
                 m.rps,
-                m.rps / first,
+                s.ratio(),
                 m.p50_ms,
                 m.p99_ms,
                 m.p999_ms,
@@ -293,7 +300,8 @@ impl Report {
         }
         let _ = writeln!(
             w,
-            "x 64 conns: req/s relative to the sweep's first (smallest) step. RSS: peak, sampled every 0.5 s.\n\
+            "x 64 conns: req/s relative to a run of the same path at the sweep's first (smallest) step,\n\
+             measured in turns with this step (warm-ups, then that run, then this step's). RSS: peak, sampled every 0.5 s.\n\
              by kind: wrk's (status: a non-2xx answer; timeout: no answer within wrk's timeout, 10 s, or\n\
              30 s above 1000 connections; connect, read, write: socket errors). mem: share of cache reads\n\
              answered from the server's memory. c.err: failed Redis calls.\n\
@@ -429,7 +437,7 @@ impl Report {
                 && rows.len() > 1
             {
                 let (f, l) = (&first.measurement, &last.measurement);
-                let r = l.rps / f.rps;
+                let r = last.ratio();
                 let rss = l.rss_peak_mib.unwrap_or(f64::NAN);
                 let (mb, small_enough) = memory_goal(rss);
                 let met = l.errors == 0 && small_enough && r >= 0.8;
@@ -586,10 +594,7 @@ mod tests {
     }
 
     fn measured(rates: &[f64]) -> Measurement {
-        let runs: Vec<Run> = rates
-            .iter()
-            .map(|&rps| Run { rps, ..run(&[]) })
-            .collect();
+        let runs: Vec<Run> = rates.iter().map(|&rps| Run { rps, ..run(&[]) }).collect();
         Measurement {
             id: "path".into(),
             label: "path".into(),
