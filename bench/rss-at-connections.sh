@@ -7,7 +7,8 @@
 # e.g. bench/rss-at-connections.sh target/release/userstack /users 5000 6 LOCAL_CACHE_BYTES=0.
 # The server runs with MAX_CONNECTIONS and MAX_IN_FLIGHT above CONNECTIONS and its operational
 # routes on the public port; VmRSS is sampled every 0.3 s while wrk (2 threads, 10 s timeout)
-# runs; the cache counters come from /metrics afterwards, and the server's warnings during the
+# runs, and the server's CPU time (utime + stime) over the run is divided by wrk's requests; the
+# cache counters come from /metrics afterwards, and the server's warnings during the
 # load follow, counted by message. Needs `ulimit -n` above CONNECTIONS plus a few hundred (the
 # bench's crates/bench raises it itself; here it is the shell's).
 set -euo pipefail
@@ -29,6 +30,8 @@ start_server "$bin" MAX_CONNECTIONS=$((conns + 100)) MAX_IN_FLIGHT=$((conns + 10
 pid=$server_pid port=$server_port
 curl -fs "http://127.0.0.1:$port$path" >/dev/null
 out=$(mktemp)
+ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+ticks_before=$(ticks)
 wrk -t2 -c"$conns" -d"${secs}s" --timeout 10s "http://127.0.0.1:$port$path" >"$out" 2>&1 &
 load=$!
 peak=0
@@ -38,15 +41,17 @@ while kill -0 "$load" 2>/dev/null; do
     sleep 0.3
 done
 wait "$load"
+cpu_ticks=$(($(ticks) - ticks_before))
 counter() {
     curl -fs "http://127.0.0.1:$port/metrics" |
         awk -v r="$1" '$1 == "userstack_cache_operations_total{result=\"" r "\"}" {print $2}'
 }
 requests=$(awk '/requests in/ {print $1}' "$out")
+cpu_us=$((cpu_ticks * 1000000 / $(getconf CLK_TCK) / (requests > 0 ? requests : 1)))
 errors=$(awk '/Socket errors/ {print $0}' "$out" | sed 's/^ *//')
 non_2xx=$(awk '/Non-2xx/ {print $NF}' "$out")
 echo "$(basename -- "$bin") $path, $conns connections${*:+ $*}: peak RSS $((peak / 1024)) MiB;" \
-    "$requests requests, non-2xx ${non_2xx:-0}; cache reads from memory $(counter memory_hit)," \
+    "$requests requests, non-2xx ${non_2xx:-0}, server CPU $cpu_us us/req; cache reads from memory $(counter memory_hit)," \
     "from Redis $(counter hit), missed $(counter miss), bypassed $(counter bypass);" \
     "failed cache calls $(counter error)${errors:+; $errors}"
 # What the server warned about under the load (start-up's own warnings left out), by message.
