@@ -17,7 +17,8 @@
 //! request; rewrk is unmaintained, goose is built for scenarios with sessions); it holds 10 000
 //! keep-alive connections in one process, and its Lua hook generates the distinct keys and writes
 //! the results as JSON (`bench/wrk.lua`). pgbench measures PostgreSQL's own rate on the same
-//! queries.
+//! queries. A path and its ceiling run in turns (`Bench::measure_in_turns`), so that the host's
+//! drift falls on both.
 
 mod load;
 mod procs;
