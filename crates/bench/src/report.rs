@@ -634,4 +634,20 @@ mod tests {
         };
         assert_eq!(alone.ratio(), None);
     }
+
+    #[test]
+    fn a_sweep_step_is_divided_by_the_run_beside_it() {
+        let step = SweepRow {
+            path: SWEEP_ROOT,
+            measurement: measured(&[30_000.0]),
+            // The sweep's first step, run minutes earlier, may have seen 60 000: not the divisor.
+            reference: Some(measured(&[40_000.0])),
+        };
+        assert!((step.ratio() - 0.75).abs() < 1e-9, "{}", step.ratio());
+        let first = SweepRow {
+            reference: None,
+            ..step
+        };
+        assert_eq!(first.ratio(), 1.0);
+    }
 }
