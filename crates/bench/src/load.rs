@@ -128,6 +128,17 @@ pub(crate) struct Subject<'a> {
     pub(crate) watch: &'a Watch,
 }
 
+impl<'a> Subject<'a> {
+    pub(crate) fn new(id: &'a str, label: &'a str, load: &'a Load, watch: &'a Watch) -> Self {
+        Self {
+            id,
+            label,
+            load,
+            watch,
+        }
+    }
+}
+
 /// What is counted for one path while its runs are taken: CPU ticks by party (see
 /// `Bench::cpu`) and seconds, over its own runs only.
 struct Tally {
@@ -200,16 +211,7 @@ impl Bench {
         repeats: u32,
     ) -> Result<Measurement> {
         let [m] = self
-            .measure_in_turns(
-                [Subject {
-                    id,
-                    label,
-                    load,
-                    watch,
-                }],
-                strict,
-                repeats,
-            )
+            .measure_in_turns([Subject::new(id, label, load, watch)], strict, repeats)
             .await?;
         Ok(m)
     }
@@ -288,6 +290,18 @@ impl Bench {
         measurements
             .try_into()
             .map_err(|_| anyhow::anyhow!("one measurement per path"))
+    }
+
+    /// A path of the paths table and its ceiling, in turns; any failed request fails both.
+    pub(crate) async fn beside_ceiling(
+        &self,
+        path: Subject<'_>,
+        ceiling: Subject<'_>,
+    ) -> Result<(Measurement, Measurement)> {
+        let [m, c] = self
+            .measure_in_turns([path, ceiling], true, self.repeats)
+            .await?;
+        Ok((m, c))
     }
 
     /// A path's measurement from its runs and what was counted around them.

@@ -353,27 +353,24 @@ async fn run(args: Args) -> Result<()> {
         page.len()
     );
     let nginx = servers::nginx(work.path(), &page, plan.threads as usize).await?;
-    let [m, n] = bench
-        .measure_in_turns(
-            [
-                Subject {
-                    id: "get_users_warm",
-                    label: "GET /users warm cache",
-                    load: &Load::wrk(main.url("/users"), "static", 1, c),
-                    watch: &watch,
-                },
-                Subject {
-                    id: "nginx_static",
-                    label: "nginx: the same bytes as a file",
-                    load: &Load::wrk(nginx.url("/users.json"), "static", 1, c),
-                    watch: &Watch {
-                        server: Some(nginx.pid()),
-                        metrics: None,
-                    },
-                },
-            ],
-            strict,
-            plan.repeats,
+    let nginx_watch = Watch {
+        server: Some(nginx.pid()),
+        metrics: None,
+    };
+    let (m, n) = bench
+        .beside_ceiling(
+            Subject::new(
+                "get_users_warm",
+                "GET /users warm cache",
+                &Load::wrk(main.url("/users"), "static", 1, c),
+                &watch,
+            ),
+            Subject::new(
+                "nginx_static",
+                "nginx: the same bytes as a file",
+                &Load::wrk(nginx.url("/users.json"), "static", 1, c),
+                &nginx_watch,
+            ),
         )
         .await?;
     nginx.stop().await;
@@ -414,28 +411,25 @@ async fn run(args: Args) -> Result<()> {
          INSERT INTO users (name, email) VALUES ('pgbench ' || :client_id, 'pgbench-' || :client_id || '-' || :n || '@example.com') \
          RETURNING id, name, email, created_at, updated_at;\n",
     )?;
-    let [m, ceiling] = bench
-        .measure_in_turns(
-            [
-                Subject {
-                    id: "post_users",
-                    label: "POST /users",
-                    load: &Load::wrk(main.url("/users"), "post", 1, c),
-                    watch: &watch,
-                },
-                Subject {
-                    id: "pgbench_insert",
-                    label: "pgbench: one-row INSERT ... RETURNING",
-                    load: &Load::Pgbench {
-                        script: insert_script,
-                        clients: POOL_SIZE,
-                        vars: vec![],
-                    },
-                    watch: &Watch::default(),
-                },
-            ],
-            strict,
-            plan.repeats,
+    let insert = Load::Pgbench {
+        script: insert_script,
+        clients: POOL_SIZE,
+        vars: vec![],
+    };
+    let (m, ceiling) = bench
+        .beside_ceiling(
+            Subject::new(
+                "post_users",
+                "POST /users",
+                &Load::wrk(main.url("/users"), "post", 1, c),
+                &watch,
+            ),
+            Subject::new(
+                "pgbench_insert",
+                "pgbench: one-row INSERT ... RETURNING",
+                &insert,
+                &Watch::default(),
+            ),
         )
         .await?;
     report.path(m, Some(ceiling));
@@ -466,12 +460,7 @@ async fn run(args: Args) -> Result<()> {
                 format!("sweep_{id}_{conns}"),
                 format!("{path} at {conns} connections"),
             );
-            let this = Subject {
-                id: &step_id,
-                label: &label,
-                load: &load,
-                watch,
-            };
+            let this = Subject::new(&step_id, &label, &load, watch);
             // Failures under thousands of connections are the sweep's figures (the table and the
             // goals show them), not a broken benchmark.
             let strict = false;
@@ -479,12 +468,12 @@ async fn run(args: Args) -> Result<()> {
                 let [m] = bench.measure_in_turns([this], strict, 1).await?;
                 (m, None)
             } else {
-                let reference = Subject {
-                    id: &format!("sweep_{id}_{first}_beside_{conns}"),
-                    label: &format!("{path} at {first} connections, beside {conns}"),
-                    load: &Load::wrk(url, "static", 1, first),
-                    watch,
-                };
+                let (ref_id, ref_label) = (
+                    format!("sweep_{id}_{first}_beside_{conns}"),
+                    format!("{path} at {first} connections, beside {conns}"),
+                );
+                let ref_load = Load::wrk(url, "static", 1, first);
+                let reference = Subject::new(&ref_id, &ref_label, &ref_load, watch);
                 let [r, m] = bench.measure_in_turns([reference, this], strict, 1).await?;
                 (m, Some(r))
             };
@@ -585,28 +574,31 @@ async fn pg_path(
     ceiling: Option<&Path>,
 ) -> Result<(Measurement, Option<Measurement>)> {
     let modulus = max_id(db).await?.saturating_sub(100).max(1);
-    let path = Subject {
-        id: &format!("pg_path_{size}"),
-        label: &format!("GET /users PostgreSQL (cache bypassed), {size} rows"),
-        load: &Load::wrk(server.url("/users"), "page", modulus, 64),
-        watch,
-    };
+    let (id, label) = (
+        format!("pg_path_{size}"),
+        format!("GET /users PostgreSQL (cache bypassed), {size} rows"),
+    );
+    let load = Load::wrk(server.url("/users"), "page", modulus, 64);
+    let path = Subject::new(&id, &label, &load, watch);
     let Some(script) = ceiling else {
         let [m] = bench.measure_in_turns([path], true, bench.repeats).await?;
         return Ok((m, None));
     };
-    let pgbench = Subject {
-        id: "pgbench_page",
-        label: "pgbench: the same page query",
-        load: &Load::Pgbench {
-            script: script.to_owned(),
-            clients: POOL_SIZE,
-            vars: vec![("maxafter".into(), modulus.to_string())],
-        },
-        watch: &Watch::default(),
+    let pgbench = Load::Pgbench {
+        script: script.to_owned(),
+        clients: POOL_SIZE,
+        vars: vec![("maxafter".into(), modulus.to_string())],
     };
-    let [m, c] = bench
-        .measure_in_turns([path, pgbench], true, bench.repeats)
+    let (m, c) = bench
+        .beside_ceiling(
+            path,
+            Subject::new(
+                "pgbench_page",
+                "pgbench: the same page query",
+                &pgbench,
+                &Watch::default(),
+            ),
+        )
         .await?;
     Ok((m, Some(c)))
 }
