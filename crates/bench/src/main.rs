@@ -37,7 +37,10 @@ use userstack_cache_redis::testing::TestRedis;
 use userstack_storage_pg::testing::TestPostgres;
 
 use crate::load::{Bench, Load, Measurement, Subject, Watch};
-use crate::report::{Report, SWEEP_FLOOR, SWEEP_ROOT, SWEEP_WARM, SeedRow, SoakPoint, SweepRow};
+use crate::report::{
+    Report, SWEEP_FLOOR, SWEEP_NGINX_ROOT, SWEEP_NGINX_WARM, SWEEP_ROOT, SWEEP_WARM, SeedRow,
+    SoakPoint, SweepRow,
+};
 use crate::servers::FlaskRunner;
 
 /// The server's PostgreSQL pool size in every run, and pgbench's connection count.
@@ -352,7 +355,10 @@ async fn run(args: Args) -> Result<()> {
         "GET /users returned {} bytes",
         page.len()
     );
-    let nginx = servers::nginx(work.path(), &page, plan.threads as usize).await?;
+    // ... and, for the sweep, the bytes of `GET /`.
+    let hello = bench.http.get(main.url("/")).send().await?.bytes().await?;
+    let files: [(&str, &[u8]); 2] = [("users.json", &page), ("root.txt", &hello)];
+    let nginx = servers::nginx(work.path(), &files, plan.threads as usize).await?;
     let nginx_watch = Watch {
         server: Some(nginx.pid()),
         metrics: None,
@@ -373,7 +379,6 @@ async fn run(args: Args) -> Result<()> {
             ),
         )
         .await?;
-    nginx.stop().await;
     report.path(m, Some(n));
     report.path(pg_main, Some(ceiling));
     let page_modulus = maxid.saturating_sub(100).max(1);
@@ -436,7 +441,9 @@ async fn run(args: Args) -> Result<()> {
 
     // --- concurrency sweep ----------------------------------------------------------------------
     // Beside userstack at each step: hyper alone (crates/bench/src/bin/hyper-floor.rs), what any
-    // server on hyper's HTTP/1 connection costs per connection.
+    // server on hyper's HTTP/1 connection costs per connection; and nginx serving the bytes of
+    // each of our two paths as files, what many connections cost a server that has its answer
+    // ready, with this machine's kernel and load generator.
     let floor = servers::hyper_floor(
         &build(&root, "userstack-bench", "hyper-floor")?,
         work.path(),
@@ -454,6 +461,18 @@ async fn run(args: Args) -> Result<()> {
             (SWEEP_ROOT, main.url("/"), "get_root", &watch),
             (SWEEP_WARM, main.url("/users"), "get_users_warm", &watch),
             (SWEEP_FLOOR, floor.url("/"), "hyper_floor", &floor_watch),
+            (
+                SWEEP_NGINX_ROOT,
+                nginx.url("/root.txt"),
+                "nginx_root",
+                &nginx_watch,
+            ),
+            (
+                SWEEP_NGINX_WARM,
+                nginx.url("/users.json"),
+                "nginx_page",
+                &nginx_watch,
+            ),
         ] {
             let load = Load::wrk(url.clone(), "static", 1, conns);
             let (step_id, label) = (
@@ -485,6 +504,7 @@ async fn run(args: Args) -> Result<()> {
         }
     }
     floor.stop().await;
+    nginx.stop().await;
 
     // --- memory over time -------------------------------------------------------------------------
     soak(&bench, &plan, &main, page_modulus, &mut report).await?;

@@ -81,14 +81,16 @@ pub(crate) async fn hyper_floor(bin: &Path, work: &Path) -> Result<Server> {
     Ok(Server { proc, port })
 }
 
-/// Debian's nginx serving `body` as `/users.json`: one worker per core, keep-alive without a
-/// request limit, no access log, sendfile and an open-file cache: nginx at its best on a static
-/// file, the ceiling of a cached page.
-pub(crate) async fn nginx(work: &Path, body: &[u8], workers: usize) -> Result<Server> {
+/// Debian's nginx serving `files` (name, bytes) at `/{name}`: one worker per core, keep-alive
+/// without a request limit, no access log, sendfile and an open-file cache: nginx at its best on
+/// a static file, the ceiling of a response the server has ready in memory.
+pub(crate) async fn nginx(work: &Path, files: &[(&str, &[u8])], workers: usize) -> Result<Server> {
     let dir = work.join("nginx");
     std::fs::create_dir_all(dir.join("www"))?;
     std::fs::create_dir_all(dir.join("tmp"))?;
-    std::fs::write(dir.join("www/users.json"), body)?;
+    for (name, body) in files {
+        std::fs::write(dir.join("www").join(name), body)?;
+    }
     let port = free_port()?;
     let d = dir.display();
     let conf = format!(
@@ -107,7 +109,7 @@ http {{
     open_file_cache max=16 inactive=60s;
     client_body_temp_path {d}/tmp/body;
     proxy_temp_path {d}/tmp/proxy;
-    types {{ application/json json; }}
+    types {{ application/json json; text/plain txt; }}
     server {{
         listen 127.0.0.1:{port} backlog=4096;
         root {d}/www;
