@@ -13,6 +13,11 @@
 # 64 connections), 1 s of warm-up, then SECONDS (default 6) measured; the server's utime+stime
 # from /proc over that window divided by the requests wrk counted. Run two binaries in turn,
 # several times, and compare the medians.
+#
+# With PROFILE=FILE, perf (Debian's linux-perf) samples the server's CPU clock over the measured
+# window into FILE, kernel included (what callgrind does not see), and the samples are printed
+# grouped by part, each part's share also in microseconds of the request's CPU: the symbol each
+# sample fell in decides (inlined code counts where it was inlined). The binary needs its symbols: build it with CARGO_PROFILE_RELEASE_STRIP=false.
 set -euo pipefail
 
 usage="usage: bench/cpu-per-request.sh BIN warm|pg|id|post [SECONDS [CONNECTIONS [THREADS]]]"
@@ -38,6 +43,10 @@ case $mode in
         run_args=(-- post 1 1 0 "$run") ;;
     *) echo "mode must be warm, pg, id or post" >&2; exit 2 ;;
 esac
+if [[ -n ${PROFILE:-} ]] && ! command -v perf >/dev/null; then
+    echo "PROFILE needs perf: apt-get install linux-perf" >&2
+    exit 2
+fi
 export WRK_OUT=/dev/null # wrk.lua's JSON result: not needed here
 # shellcheck source=bench/server.sh
 . "$here/server.sh"
@@ -48,6 +57,10 @@ wrk -t"$threads" -c"$conns" -d1s "${script[@]}" "http://127.0.0.1:$port/users" "
 # utime and stime: what the process ran itself, and what the kernel ran for it (system calls).
 ticks() { awk '{print $14, $15}' "/proc/$pid/stat"; }
 read -r user_before sys_before < <(ticks)
+if [[ -n ${PROFILE:-} ]]; then
+    perf record -q -e cpu-clock -F 999 -p "$pid" -o "$PROFILE" -- sleep "$secs" 2>/dev/null &
+    profiler=$!
+fi
 out=$(wrk -t"$threads" -c"$conns" -d"${secs}s" "${script[@]}" "http://127.0.0.1:$port/users" "${run_args[@]}")
 read -r user_after sys_after < <(ticks)
 requests=$(awk '/requests in/ {print $1}' <<<"$out")
@@ -56,3 +69,22 @@ us() { echo $(($1 * 1000000 / $(getconf CLK_TCK) / requests)); }
 user=$((user_after - user_before)) sys=$((sys_after - sys_before))
 echo "$(basename -- "$bin") $mode: $((requests / secs)) req/s, $(us $((user + sys))) us/req server CPU" \
     "($(us "$user") user, $(us "$sys") system), non-2xx ${failed:-0}"
+if [[ -n ${PROFILE:-} ]]; then
+    wait "$profiler"
+    # perf's lines: "  4.81%  [kernel.kallsyms]  [k] finish_task_switch.isra.0".
+    perf report -i "$PROFILE" --stdio --no-children --sort dso,sym --percent-limit 0 2>/dev/null |
+        awk -v per_req="$(us $((user + sys)))" '/^ *[0-9.]+%/ {
+            pct = $1; sub(/%/, "", pct); line = $0
+            if (line ~ /\[kernel/) part = "kernel (system calls, TCP, scheduling)"
+            else if (line ~ /tokio_postgres|postgres_protocol|postgres_types|fallible_iterator|tokio_util::codec|futures_channel|TryCollect/) part = "PostgreSQL driver (messages, rows, column decoding)"
+            else if (line ~ /userstack_storage_pg/) part = "storage adapter (userstack_storage_pg)"
+            else if (line ~ /userstack_core::json|serde_json/) part = "the page'"'"'s JSON (userstack_core::json)"
+            else if (line ~ /[ _]mi_|malloc|free|alloc::/) part = "allocation (mimalloc, Vec growth)"
+            else if (line ~ /__mem(move|cpy|set)/) part = "memory copies (libc)"
+            else if (line ~ /hyper|axum|tower|http::|httparse|metrics|userstack_server/) part = "HTTP (hyper, axum, tower, our middleware)"
+            else if (line ~ /tokio::|mio::/) part = "tokio runtime (tasks, timers, I/O readiness)"
+            else part = "other (futures, bytes, std, libc)"
+            sum[part] += pct
+        }
+        END { for (p in sum) printf "%6.1f%%  %5.1f us/req  %s\n", sum[p], sum[p] * per_req / 100, p }' | sort -rn
+fi

@@ -318,7 +318,10 @@ impl Report {
              30 s above 1000 connections; connect, read, write: socket errors). mem: share of cache reads\n\
              answered from the server's memory. c.err: failed Redis calls.\n\
              hyper alone: crates/bench/src/bin/hyper-floor.rs, hyper's HTTP/1 connection and one static\n\
-             answer (no router, middleware or timeouts), same allocator: the floor of a hyper server."
+             answer (no router, middleware or timeouts), same allocator: the floor of a hyper server.\n\
+             nginx, GET / file and page file: the nginx above serving GET /'s bytes and the warm page's\n\
+             bytes as files: what many connections cost a server with its answer ready, on this machine.\n\
+             RSS: of the process and its children (nginx's workers)."
         );
 
         let _ = writeln!(
