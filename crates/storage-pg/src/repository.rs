@@ -121,8 +121,14 @@ impl PgUserRepository {
         // unknown) costlier than a custom one for `LIMIT 101` and so plans it anew on every
         // execution: PostgreSQL's CPU per page was 175 µs re-planned, 124 µs planned once
         // (bench/run.sh, figures in docs/performance.md).
+        // jit: the generic plan of the batched page statement is costed for a third of the
+        // table per page; past about 10^7 users that estimate passes `jit_above_cost` and
+        // PostgreSQL compiled the statement on every execution (`JIT: … Emission 5.3 ms` in its
+        // EXPLAIN ANALYZE, for a statement that runs in 0.1 ms): the PostgreSQL path fell from
+        // 11 365 to 2 941 pages/s at 10^7 rows (bench/run.sh). No statement here is long enough
+        // for JIT to pay.
         let options = format!(
-            "{} -c statement_timeout={} -c plan_cache_mode=force_generic_plan",
+            "{} -c statement_timeout={} -c plan_cache_mode=force_generic_plan -c jit=off",
             pooled.get_options().unwrap_or_default(),
             settings.statement_timeout.as_millis()
         );
@@ -873,6 +879,57 @@ mod tests {
             plans(&repo, crate::pool::LIST).await,
             (10, 0),
             "(generic plans, custom plans)"
+        );
+    }
+
+    /// PostgreSQL JIT-compiles a statement whose estimated cost passes `jit_above_cost`; the
+    /// batched page statement's generic plan does from about 10^7 users on, and compiling took
+    /// milliseconds per execution. `jit_above_cost = 0` on the database stands for such a table.
+    #[tokio::test]
+    async fn the_batched_page_statement_is_never_jit_compiled() {
+        let server = TestPostgres::start();
+        let settings = server.fresh_database().await;
+        let (admin, connection) = settings
+            .config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let jit: bool = admin
+            .query_one("SELECT pg_jit_available()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            jit,
+            "this PostgreSQL has no JIT: the test would prove nothing"
+        );
+        admin
+            .batch_execute(
+                "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET jit_above_cost = 0', \
+                 current_database()); END $$",
+            )
+            .await
+            .unwrap();
+        let repo = PgUserRepository::new(settings);
+        repo.migrate().await.unwrap();
+        let mut conn = repo.conn().await.unwrap();
+        let (client, _) = conn.prepared().await.unwrap();
+        let plan: Vec<String> = client
+            .query(
+                &format!("EXPLAIN (ANALYZE) {}", crate::pool::LIST_MANY),
+                &[&vec![0_i64, 10], &vec![101_i64, 101]],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        conn.settled();
+        assert!(
+            !plan.iter().any(|line| line.starts_with("JIT:")),
+            "{}",
+            plan.join("\n")
         );
     }
 
