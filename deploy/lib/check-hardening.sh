@@ -89,12 +89,12 @@ report=$(jq -r --argjson defs "$definitions" --argjson internal "$networks" \
           ($n | item(($kinds | all(. == true)); "only on internal networks"; "networks \($nets | map("\(.)(internal=\($internal[.]))"))")),
           ($n | item(($published | length) == 0; "no published port"; "published \($published)"))
         end),
-       "image  \($n.name) \($c.Image)"
+       "image  \($n.name) \($c.Image) \($c.Config.Image)"
     )' <<<"$inspect")
 
 # The registry digest of each image, where it has one (local builds have only an ID).
-while read -r _ name service image; do
-    digest=$(docker image inspect -f '{{if .RepoDigests}}{{index .RepoDigests 0}}{{else}}(no registry digest: pin by ID){{end}}' "$image")
+while read -r _ name service image ref; do
+    digest=$(registry_digest "$image" "$ref") || digest="(no registry digest: pin by ID)"
     printf 'image   %s %s %s %s\n' "$name" "$service" "$image" "$digest"
 done < <(grep '^image ' <<<"$report")
 grep -v '^image ' <<<"$report"

@@ -151,3 +151,18 @@ secret_value() {
         return 1
     fi
 }
+
+# registry_digest IMAGE REF : the registry digest (repo@sha256:…) to pin image IMAGE (an ID or a
+# reference) with, REF being the reference it was started from. An image pushed to or pulled
+# from several repositories has one digest per repository, listed in name order: the one of
+# REF's repository is the one to pin, not merely the first. A local build has none: returns 1.
+registry_digest() {
+    local image=$1 repo=${2%@*} digests d
+    # Drop the tag, not a registry's port: a tag is a ':' after the last '/'.
+    if [[ ${repo##*/} == *:* ]]; then repo=${repo%:*}; fi
+    mapfile -t digests < <(docker image inspect -f '{{range .RepoDigests}}{{println .}}{{end}}' "$image" | grep .)
+    for d in "${digests[@]}"; do
+        if [[ ${d%@*} == "$repo" ]]; then echo "$d"; return; fi
+    done
+    ((${#digests[@]})) && echo "${digests[0]}"
+}

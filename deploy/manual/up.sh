@@ -377,10 +377,12 @@ run curl -sS --fail-with-body -w '\n' "$url/cache"
 run docker ps --filter "network=$BACKEND" --format 'table {{.Names}}\t{{.Image}}\t{{.Status}}\t{{.Ports}}'
 
 step "11. The images this stack runs, to pin them (POSTGRES_IMAGE=…, REDIS_IMAGE=…, APP_IMAGE=…)"
-for name in "$DB" "$REDIS" "$APP"; do
-    image_id=$(docker inspect -f '{{.Image}}' "$name")
-    # A pulled image has a registry digest (name@sha256:…); a local build only its ID.
-    run docker image inspect -f "$name {{.Id}} {{if .RepoDigests}}{{index .RepoDigests 0}}{{else}}(no registry digest: pin by ID){{end}}" "$image_id"
+for pair in "POSTGRES_IMAGE $DB" "REDIS_IMAGE $REDIS" "APP_IMAGE $APP"; do
+    read -r var name <<<"$pair"
+    read -r image_id ref < <(docker inspect -f '{{.Image}} {{.Config.Image}}' "$name")
+    # A pulled image has a registry digest (name@sha256:…) per repository; a local build only its ID.
+    run docker image inspect -f "$name {{.Id}}{{range .RepoDigests}} {{.}}{{end}}" "$image_id"
+    log "to pin $name: $var=$(registry_digest "$image_id" "$ref" || echo "$image_id (a local build: pin by ID)")"
 done
 log "the stack is up: $url (this run took $((SECONDS - started)) s)"
 log "/users needs a bearer token, one of the lines of $SECRETS_DIR/api_tokens:"

@@ -4,7 +4,8 @@
 # and REDIS_IMAGE=…@sha256:<digest>. A throwaway registry on loopback (the registry stand-in)
 # serves the stand-ins; their tags are removed locally, so only the digest can find them.
 #   1. deploy/manual/up.sh with both pinned: the stack comes up, each container runs exactly
-#      the pinned reference and the pushed image, and step 11 prints the digests to pin;
+#      the pinned reference and the pushed image, and step 11 names the digest to pin, that of
+#      the pinned repository even where the image is also in one whose name sorts first;
 #   2. a digest the registry does not have: up.sh stops before it creates the database;
 #   3. compose keeps the pinned reference as it is (docker compose config).
 # Uses the task-1 names (userstack-*): refuses to run if that stack exists; removes it on exit.
@@ -56,6 +57,8 @@ free_port() {
 }
 
 step "A registry on loopback serves the stand-ins; their registry tags are removed"
+# A run killed before its cleanup leaves this test's registry behind.
+docker rm -f -v "$REG" >/dev/null 2>&1 || true
 port=$(free_port 5100)
 # Docker trusts a plain-HTTP registry on 127.0.0.0/8 without configuration.
 run docker run -d --name "$REG" -p "127.0.0.1:$port:5000" "$REGISTRY_IMAGE"
@@ -76,6 +79,11 @@ pin "$POSTGRES_IMAGE" postgres
 pg_ref=$PINNED
 pin "$REDIS_IMAGE" redis
 redis_ref=$PINNED
+# The same PostgreSQL image in a second repository, kept tagged: its digest sorts before the
+# pinned one (as a swarm registry's 10.x address would), and it is not the one to pin.
+run docker tag "$POSTGRES_IMAGE" "127.0.0.1:$port/a-mirror/postgres:v1"
+pushed+=("127.0.0.1:$port/a-mirror/postgres:v1")
+run docker push "127.0.0.1:$port/a-mirror/postgres:v1"
 pg_id=$(docker image inspect -f '{{.Id}}' "$POSTGRES_IMAGE")
 redis_id=$(docker image inspect -f '{{.Id}}' "$REDIS_IMAGE")
 log "pinned: $pg_ref, $redis_ref"
@@ -108,7 +116,9 @@ check "userstack-db runs the pinned reference" expect_eq "$pg_ref" "$(config_ima
 check "... which is the image that was pushed" expect_eq "$pg_id" "$(image_id userstack-db)"
 check "userstack-redis runs the pinned reference" expect_eq "$redis_ref" "$(config_image userstack-redis)"
 check "... which is the image that was pushed" expect_eq "$redis_id" "$(image_id userstack-redis)"
-check "step 11 prints PostgreSQL's registry digest, to pin with" grep -qF "userstack-db $pg_id $pg_ref" "$tmp/up.log"
+check "step 11 lists PostgreSQL's two registry digests" grep -qE "^userstack-db $pg_id 127\.0\.0\.1:$port/a-mirror/postgres@sha256:[0-9a-f]{64} $pg_ref\$" "$tmp/up.log"
+check "... and names the pinned repository's as the one to pin" grep -qF "to pin userstack-db: POSTGRES_IMAGE=$pg_ref" "$tmp/up.log"
+check "... and Redis's" grep -qF "to pin userstack-redis: REDIS_IMAGE=$redis_ref" "$tmp/up.log"
 check "GET / answers through the pinned stack" expect_eq "Hello, Docker Multi-Container!" \
     "$(curl -sS --max-time 10 "http://127.0.0.1:$APP_PORT/")"
 run docker ps --filter name=userstack- --format 'table {{.Names}}\t{{.Image}}\t{{.Status}}'
