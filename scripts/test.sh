@@ -29,7 +29,12 @@ stage() {
     local name=$1; shift
     local start=$SECONDS line
     log "stage $name: $*"
-    if "$@"; then
+    mkdir -p out/test
+    # Each stage's output is kept on its own too (stderr joins stdout), so that a failed stage's
+    # checks can be shown again beside the summary: a CI log cut short keeps its end. Through a
+    # process substitution, not a pipe: a pipe would wait for any process the stage left behind
+    # holding its stdout.
+    if "$@" > >(tee "out/test/stage-$name.log") 2>&1; then
         passed=$((passed + 1)); line="ok    $name ($((SECONDS - start))s)"
     else
         failed=$((failed + 1)); line="FAIL  $name ($((SECONDS - start))s)"
@@ -170,6 +175,21 @@ for s in "${stages[@]}"; do
         rust | fuzz | chaos | deploy | report | bench | swarm) "$s" ;;
         *) die "unknown stage '$s' (rust | fuzz | chaos | deploy | report | bench | swarm)" ;;
     esac
+done
+
+# failed_excerpt NAME : the failed checks of stage NAME (a check's FAIL line, a panic, an error,
+# with what follows each) and its last lines.
+failed_excerpt() {
+    local file=out/test/stage-$1.log
+    [[ -r $file ]] || return 0
+    printf '\n===== stage %s failed: its failed checks, then its last lines (all of it: %s) =====\n' "$1" "$file"
+    grep -E -A4 '^ *FAIL |^error|panicked at|^test result: FAILED|^failures:' "$file" | head -n 40 || true
+    printf -- '-----\n'
+    tail -n 12 "$file"
+}
+# A lane's failures are shown by the parent, once.
+for line in "${summary[@]}"; do
+    if [[ -z ${TEST_SUMMARY_FILE:-} && $line =~ ^FAIL\ +([^ ]+)\ \( ]]; then failed_excerpt "${BASH_REMATCH[1]}"; fi
 done
 
 printf '\n'
