@@ -933,6 +933,21 @@ mod tests {
         );
     }
 
+    /// `bench/pg-plan.sh` explains a copy of the batched page statement (a shell script cannot
+    /// take it from here): the copy must stay the statement the server runs.
+    #[test]
+    fn bench_pg_plan_explains_the_statement_the_server_runs() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/pg-plan.sh");
+        let script = std::fs::read_to_string(path).unwrap();
+        let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let script = words(&script.replace("\\$", "$"));
+        let statement = words(crate::pool::LIST_MANY);
+        assert!(
+            script.contains(&statement),
+            "{path} no longer holds the statement:\n{statement}"
+        );
+    }
+
     /// A job whose statement fails with an I/O error, standing for a driver error: what a failed
     /// batch gives each of its requests.
     struct Failing;
