@@ -17,7 +17,8 @@
 # With PROFILE=FILE, perf (Debian's linux-perf) samples the server's CPU clock over the measured
 # window into FILE, kernel included (what callgrind does not see), and the samples are printed
 # grouped by part, each part's share also in microseconds of the request's CPU: the symbol each
-# sample fell in decides (inlined code counts where it was inlined). The binary needs its symbols: build it with CARGO_PROFILE_RELEASE_STRIP=false.
+# sample fell in decides (inlined code counts where it was inlined). The binary needs its
+# symbols: build it with CARGO_PROFILE_RELEASE_STRIP=false.
 set -euo pipefail
 
 usage="usage: bench/cpu-per-request.sh BIN warm|pg|id|post [SECONDS [CONNECTIONS [THREADS]]]"

@@ -414,6 +414,9 @@ impl Report {
     fn goals(&self) -> Vec<String> {
         let mut out = Vec::new();
         let mark = |ok: bool| if ok { "met" } else { "NOT met" };
+        // For the reference rows, which are not ours to meet.
+        let would =
+            |who: &str, ok: bool| format!("{who} would{} meet it", if ok { "" } else { " NOT" });
         let find = |id: &str| self.paths.iter().find(|p| p.measurement.id == id);
         if let Some(p) = find("get_users_warm")
             && let Some(r) = p.ratio()
@@ -469,10 +472,7 @@ impl Report {
                 // asks of any server on this machine (nginx's memory is in the table).
                 out.push(match path {
                     SWEEP_NGINX_ROOT | SWEEP_NGINX_WARM => {
-                        format!(
-                            "{rate}: nginx would{} meet it",
-                            if rate_met { "" } else { " NOT" }
-                        )
+                        format!("{rate}: {}", would("nginx", rate_met))
                     }
                     _ => {
                         let rss = l.rss_peak_mib.unwrap_or(f64::NAN);
@@ -486,13 +486,9 @@ impl Report {
                             })
                             .unwrap_or_default();
                         let verdict = if path == SWEEP_FLOOR {
-                            if met {
-                                "hyper alone would meet it"
-                            } else {
-                                "hyper alone would NOT meet it"
-                            }
+                            would("hyper alone", met)
                         } else {
-                            mark(met)
+                            mark(met).to_string()
                         };
                         format!(
                             "{rate}, RSS {rss:.1} MiB = {mb:.1} MB (<= 100 MB){beside}: {verdict}"
