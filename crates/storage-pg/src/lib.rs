@@ -31,6 +31,7 @@ mod pool;
 mod repository;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod timestamp;
 
 pub use error::Error;
 pub use repository::{PgSettings, PgUserRepository, PoolState};

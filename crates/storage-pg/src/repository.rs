@@ -17,6 +17,7 @@ use crate::batch::{self, Job, Pending};
 use crate::error::{Error, classify, is_unique_violation};
 use crate::migrations;
 use crate::pool::{Manager, Statements};
+use crate::timestamp::Timestamp;
 
 /// How the adapter connects. `Default` matches the original deployment: `db:5432`, database
 /// `mydb`, user `postgres`, password `password`.
@@ -382,25 +383,26 @@ async fn insert_one(
 }
 
 /// A row of `id, name, email, created_at, updated_at` (every statement returns these columns),
-/// borrowed from the driver's buffer.
-fn user_ref(row: &Row) -> UserRef<'_> {
-    UserRef {
+/// borrowed from the driver's buffer. A timestamp is data the schema lets through (`infinity`),
+/// so it is an error to answer, not a panic; the other columns' types are the statement's own.
+fn user_ref(row: &Row) -> Result<UserRef<'_>> {
+    let at = |i| row.try_get::<_, Timestamp>(i).map_err(CoreError::internal);
+    Ok(UserRef {
+        id: UserId(row.get(0)),
+        name: row.get(1),
+        email: row.get(2),
+        created_at: at(3)?.0,
+        updated_at: at(4)?.0,
+    })
+}
+
+fn user_from(row: &Row) -> User {
+    User {
         id: UserId(row.get(0)),
         name: row.get(1),
         email: row.get(2),
         created_at: row.get(3),
         updated_at: row.get(4),
-    }
-}
-
-fn user_from(row: &Row) -> User {
-    let user = user_ref(row);
-    User {
-        id: user.id,
-        name: user.name.to_owned(),
-        email: user.email.to_owned(),
-        created_at: user.created_at,
-        updated_at: user.updated_at,
     }
 }
 
@@ -424,7 +426,7 @@ impl UserRepository for PgUserRepository {
     async fn list_json(&self, page: PageRequest) -> Result<PageJson> {
         let mut writer = PageWriter::new(page);
         for row in &self.list_rows(page.probe()).await? {
-            writer.push(user_ref(row))?;
+            writer.push(user_ref(row)?)?;
         }
         Ok(writer.finish())
     }
