@@ -2,9 +2,9 @@
 # Server CPU per request of one userstack binary on one path, for A/B pairs of binaries on a
 # shared machine where req/s drifts: CPU per request moves much less with the other load.
 #
-#   DATABASE_URL=... REDIS_URL=redis://127.0.0.1:6379 bench/cpu-per-request.sh BIN warm|pg|id|post [SECONDS [CONNECTIONS [THREADS]]]
+#   DATABASE_URL=... REDIS_URL=redis://127.0.0.1:6379 bench/cpu-per-request.sh BIN root|warm|pg|id|post [SECONDS [CONNECTIONS [THREADS]]]
 #
-# warm: GET /users (one page, from the cache after the first request). pg: GET /users?limit=100
+# root: GET / (no I/O: the HTTP stack alone). warm: GET /users (one page, from the cache after the first request). pg: GET /users?limit=100
 # with a distinct after= per request (bench/pages.lua) on a server whose Redis is a closed port
 # and whose backoff is a day, so every read goes to PostgreSQL (the database needs 10^5 users).
 # id: GET /users/{id}, distinct ids over 1..10^5 (bench/wrk.lua's user-cold mode), the same way.
@@ -21,7 +21,7 @@
 # symbols: build it with CARGO_PROFILE_RELEASE_STRIP=false.
 set -euo pipefail
 
-usage="usage: bench/cpu-per-request.sh BIN warm|pg|id|post [SECONDS [CONNECTIONS [THREADS]]]"
+usage="usage: bench/cpu-per-request.sh BIN root|warm|pg|id|post [SECONDS [CONNECTIONS [THREADS]]]"
 bin=${1:?$usage}
 mode=${2:?$usage}
 secs=${3:-6}
@@ -30,8 +30,9 @@ threads=${5:-1}
 : "${DATABASE_URL:?DATABASE_URL is needed}" "${REDIS_URL:?REDIS_URL is needed}"
 here=$(dirname -- "${BASH_SOURCE[0]}")
 run="cpu$$-$EPOCHSECONDS" # unique emails and cache keys per run, also in a reused database
-redis=$REDIS_URL extra=() script=() warmup_args=() run_args=()
+redis=$REDIS_URL extra=() script=() warmup_args=() run_args=() path=/users
 case $mode in
+    root) path=/ ;;
     warm) ;;
     pg) redis=redis://127.0.0.1:1 extra=(CACHE_BACKOFF_MS=86400000) script=(-s "$here/pages.lua") ;;
     id)
@@ -42,7 +43,7 @@ case $mode in
         script=(-s "$here/wrk.lua")
         warmup_args=(-- post 1 1 0 "$run-warm-up")
         run_args=(-- post 1 1 0 "$run") ;;
-    *) echo "mode must be warm, pg, id or post" >&2; exit 2 ;;
+    *) echo "mode must be root, warm, pg, id or post" >&2; exit 2 ;;
 esac
 if [[ -n ${PROFILE:-} ]] && ! command -v perf >/dev/null; then
     echo "PROFILE needs perf: apt-get install linux-perf" >&2
@@ -54,7 +55,7 @@ export WRK_OUT=/dev/null # wrk.lua's JSON result: not needed here
 start_server "$bin" DATABASE_POOL_SIZE=16 REDIS_URL="$redis" REDIS_KEY_PREFIX="$run:" "${extra[@]}"
 pid=$server_pid port=$server_port
 curl -fs "http://127.0.0.1:$port/users" >/dev/null
-wrk -t"$threads" -c"$conns" -d1s "${script[@]}" "http://127.0.0.1:$port/users" "${warmup_args[@]}" >/dev/null
+wrk -t"$threads" -c"$conns" -d1s "${script[@]}" "http://127.0.0.1:$port$path" "${warmup_args[@]}" >/dev/null
 # utime and stime: what the process ran itself, and what the kernel ran for it (system calls).
 ticks() { awk '{print $14, $15}' "/proc/$pid/stat"; }
 read -r user_before sys_before < <(ticks)
@@ -62,7 +63,7 @@ if [[ -n ${PROFILE:-} ]]; then
     perf record -q -e cpu-clock -F 999 -p "$pid" -o "$PROFILE" -- sleep "$secs" 2>/dev/null &
     profiler=$!
 fi
-out=$(wrk -t"$threads" -c"$conns" -d"${secs}s" "${script[@]}" "http://127.0.0.1:$port/users" "${run_args[@]}")
+out=$(wrk -t"$threads" -c"$conns" -d"${secs}s" "${script[@]}" "http://127.0.0.1:$port$path" "${run_args[@]}")
 read -r user_after sys_after < <(ticks)
 requests=$(awk '/requests in/ {print $1}' <<<"$out")
 failed=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
