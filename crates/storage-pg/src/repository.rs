@@ -392,8 +392,8 @@ async fn insert_one(
 }
 
 /// A row of `id, name, email, created_at, updated_at` (every statement returns these columns),
-/// borrowed from the driver's buffer. A timestamp is data the schema lets through (`infinity`),
-/// so it is an error to answer, not a panic; the other columns' types are the statement's own.
+/// borrowed from the driver's buffer, its timestamps read by `timestamp` without a calendar. One
+/// that the JSON cannot hold (`infinity`, which the schema lets through) fails the page.
 fn user_ref(row: &Row) -> Result<UserRef<'_>> {
     let at = |i| row.try_get::<_, Timestamp>(i).map_err(CoreError::internal);
     Ok(UserRef {
