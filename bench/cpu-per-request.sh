@@ -11,8 +11,8 @@
 # post: POST /users with a unique email per request (bench/wrk.lua's post mode). wrk: THREADS
 # threads (default 1) over CONNECTIONS connections (default 32; bench/run.sh's paths: 2 threads,
 # 64 connections), 1 s of warm-up, then SECONDS (default 6) measured; the server's utime+stime
-# from /proc over that window divided by the requests wrk counted. Run two binaries in turn,
-# several times, and compare the medians.
+# from /proc over that window divided by the requests wrk counted, and the same for PostgreSQL
+# (every postgres process). Run two binaries in turn, several times, and compare the medians.
 #
 # With PROFILE=FILE, perf (Debian's linux-perf) samples the server's CPU clock over the measured
 # window into FILE, kernel included (what callgrind does not see), and the samples are printed
@@ -58,19 +58,25 @@ curl -fs "http://127.0.0.1:$port/users" >/dev/null
 wrk -t"$threads" -c"$conns" -d1s "${script[@]}" "http://127.0.0.1:$port$path" "${warmup_args[@]}" >/dev/null
 # utime and stime: what the process ran itself, and what the kernel ran for it (system calls).
 ticks() { awk '{print $14, $15}' "/proc/$pid/stat"; }
+# PostgreSQL's side of the same requests: every postgres process on the machine, so run it where
+# only the database under test runs. A change to the batching moves work between the two.
+pg_ticks() { cat /proc/[0-9]*/stat 2>/dev/null | awk '$2 == "(postgres)" {t += $14 + $15} END {print t + 0}'; }
 read -r user_before sys_before < <(ticks)
+pg_before=$(pg_ticks)
 if [[ -n ${PROFILE:-} ]]; then
     perf record -q -e cpu-clock -F 999 -p "$pid" -o "$PROFILE" -- sleep "$secs" 2>/dev/null &
     profiler=$!
 fi
 out=$(wrk -t"$threads" -c"$conns" -d"${secs}s" "${script[@]}" "http://127.0.0.1:$port$path" "${run_args[@]}")
 read -r user_after sys_after < <(ticks)
+pg_after=$(pg_ticks)
 requests=$(awk '/requests in/ {print $1}' <<<"$out")
 failed=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
 us() { echo $(($1 * 1000000 / $(getconf CLK_TCK) / requests)); }
 user=$((user_after - user_before)) sys=$((sys_after - sys_before))
 echo "$(basename -- "$bin") $mode: $((requests / secs)) req/s, $(us $((user + sys))) us/req server CPU" \
-    "($(us "$user") user, $(us "$sys") system), non-2xx ${failed:-0}"
+    "($(us "$user") user, $(us "$sys") system), $(us $((pg_after - pg_before))) us/req PostgreSQL," \
+    "non-2xx ${failed:-0}"
 if [[ -n ${PROFILE:-} ]]; then
     wait "$profiler"
     # perf's lines: "  4.81%  [kernel.kallsyms]  [k] finish_task_switch.isra.0".
