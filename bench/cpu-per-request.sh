@@ -11,8 +11,10 @@
 # post: POST /users with a unique email per request (bench/wrk.lua's post mode). wrk: THREADS
 # threads (default 1) over CONNECTIONS connections (default 32; bench/run.sh's paths: 2 threads,
 # 64 connections), 1 s of warm-up, then SECONDS (default 6) measured; the server's utime+stime
-# from /proc over that window divided by the requests wrk counted, and the same for PostgreSQL
-# (every postgres process). Run two binaries in turn, several times, and compare the medians.
+# from /proc over that window divided by the requests wrk counted, the same for PostgreSQL (every
+# postgres process), and for pg, id and post the mean size of the server's batches (its /metrics:
+# userstack_db_batched_jobs_total / userstack_db_batches_total). Run two binaries in turn, several
+# times, and compare the medians.
 #
 # With PROFILE=FILE, perf (Debian's linux-perf) samples the server's CPU clock over the measured
 # window into FILE, kernel included (what callgrind does not see), and the samples are printed
@@ -30,17 +32,20 @@ threads=${5:-1}
 : "${DATABASE_URL:?DATABASE_URL is needed}" "${REDIS_URL:?REDIS_URL is needed}"
 here=$(dirname -- "${BASH_SOURCE[0]}")
 run="cpu$$-$EPOCHSECONDS" # unique emails and cache keys per run, also in a reused database
-redis=$REDIS_URL extra=() script=() warmup_args=() run_args=() path=/users
+redis=$REDIS_URL extra=() script=() warmup_args=() run_args=() path=/users kind=
 case $mode in
     root) path=/ ;;
     warm) ;;
-    pg) redis=redis://127.0.0.1:1 extra=(CACHE_BACKOFF_MS=86400000) script=(-s "$here/pages.lua") ;;
+    pg)
+        redis=redis://127.0.0.1:1 extra=(CACHE_BACKOFF_MS=86400000) script=(-s "$here/pages.lua")
+        kind=page ;;
     id)
         redis=redis://127.0.0.1:1 extra=(CACHE_BACKOFF_MS=86400000) script=(-s "$here/wrk.lua")
+        kind=user
         warmup_args=(-- user-cold "$threads" 100000 0 x)
         run_args=(-- user-cold "$threads" 100000 500000 x) ;;
     post)
-        script=(-s "$here/wrk.lua")
+        script=(-s "$here/wrk.lua") kind=create
         warmup_args=(-- post 1 1 0 "$run-warm-up")
         run_args=(-- post 1 1 0 "$run") ;;
     *) echo "mode must be root, warm, pg, id or post" >&2; exit 2 ;;
@@ -61,6 +66,14 @@ ticks() { awk '{print $14, $15}' "/proc/$pid/stat"; }
 # PostgreSQL's side of the same requests: every postgres process on the machine, so run it where
 # only the database under test runs. A change to the batching moves work between the two.
 pg_ticks() { cat /proc/[0-9]*/stat 2>/dev/null | awk '$2 == "(postgres)" {t += $14 + $15} END {print t + 0}'; }
+# The server's batches of this mode's kind so far, and the requests they served (its /metrics).
+batches() {
+    curl -fs "http://127.0.0.1:$port/metrics" | awk -v kind="{kind=\"$kind\"}" '
+        $1 == "userstack_db_batches_total" kind {b = $2}
+        $1 == "userstack_db_batched_jobs_total" kind {j = $2}
+        END {print b + 0, j + 0}'
+}
+read -r batches_before jobs_before < <(batches)
 read -r user_before sys_before < <(ticks)
 pg_before=$(pg_ticks)
 if [[ -n ${PROFILE:-} ]]; then
@@ -70,13 +83,15 @@ fi
 out=$(wrk -t"$threads" -c"$conns" -d"${secs}s" "${script[@]}" "http://127.0.0.1:$port$path" "${run_args[@]}")
 read -r user_after sys_after < <(ticks)
 pg_after=$(pg_ticks)
+read -r batches_after jobs_after < <(batches)
 requests=$(awk '/requests in/ {print $1}' <<<"$out")
 failed=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
 us() { echo $(($1 * 1000000 / $(getconf CLK_TCK) / requests)); }
 user=$((user_after - user_before)) sys=$((sys_after - sys_before))
 echo "$(basename -- "$bin") $mode: $((requests / secs)) req/s, $(us $((user + sys))) us/req server CPU" \
     "($(us "$user") user, $(us "$sys") system), $(us $((pg_after - pg_before))) us/req PostgreSQL," \
-    "non-2xx ${failed:-0}"
+    "${kind:+$(awk -v b=$((batches_after - batches_before)) -v j=$((jobs_after - jobs_before)) \
+        'BEGIN {if (b > 0) printf "%.1f", j / b; else printf "-"}') ${kind}s per batch, }non-2xx ${failed:-0}"
 if [[ -n ${PROFILE:-} ]]; then
     wait "$profiler"
     # perf's lines: "  4.81%  [kernel.kallsyms]  [k] finish_task_switch.isra.0".

@@ -41,8 +41,24 @@ pub struct PoolSample {
     pub max: u32,
 }
 
-/// Reads the pools at scrape time; the wiring supplies it because only it knows the adapters.
-pub type PoolProbe = Arc<dyn Fn() -> Vec<PoolSample> + Send + Sync>;
+/// The batches of one kind of request an adapter sends to its store together (see
+/// `userstack_storage_pg::BatchCounts`): `jobs / batches` is their mean size.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSample {
+    pub kind: &'static str,
+    pub batches: u64,
+    pub jobs: u64,
+}
+
+/// What the adapters report at scrape time.
+#[derive(Debug, Default)]
+pub struct AdapterSample {
+    pub pools: Vec<PoolSample>,
+    pub batches: Vec<BatchSample>,
+}
+
+/// Reads the adapters at scrape time; the wiring supplies it because only it knows them.
+pub type AdapterProbe = Arc<dyn Fn() -> AdapterSample + Send + Sync>;
 
 /// The registry and the request metrics; shared by the middleware and the `/metrics` handler.
 #[derive(Debug)]
@@ -53,8 +69,12 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Metrics of `service`, its `pools` and the public listener's `connections`.
-    pub fn new(service: UserService, pools: PoolProbe, connections: Arc<Connections>) -> Self {
+    /// Metrics of `service`, its `adapters` and the public listener's `connections`.
+    pub fn new(
+        service: UserService,
+        adapters: AdapterProbe,
+        connections: Arc<Connections>,
+    ) -> Self {
         let mut registry = Registry::with_prefix("userstack");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -75,7 +95,7 @@ impl Metrics {
         );
         registry.register_collector(Box::new(ScrapeTime {
             service,
-            pools,
+            adapters,
             connections,
         }));
         Self {
@@ -97,7 +117,7 @@ impl Metrics {
 /// Values that live elsewhere and are read when scraped.
 struct ScrapeTime {
     service: UserService,
-    pools: PoolProbe,
+    adapters: AdapterProbe,
     connections: Arc<Connections>,
 }
 
@@ -147,7 +167,7 @@ impl Collector for ScrapeTime {
                 .encode(connections.encode_family(&[("state", state)])?)?;
         }
 
-        let samples = (self.pools)();
+        let AdapterSample { pools, batches } = (self.adapters)();
         for (name, help, value) in [
             (
                 "pool_connections",
@@ -164,9 +184,28 @@ impl Collector for ScrapeTime {
             ),
         ] {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for sample in &samples {
+            for sample in &pools {
                 ConstGauge::new(i64::from(value(sample)))
                     .encode(family.encode_family(&[("pool", sample.pool)])?)?;
+            }
+        }
+
+        for (name, help, value) in [
+            (
+                "db_batches",
+                "Batches of requests sent to the database together, by kind (create, user, page)",
+                (|s: &BatchSample| s.batches) as fn(&BatchSample) -> u64,
+            ),
+            (
+                "db_batched_jobs",
+                "Requests those batches served, by kind; divided by db_batches, the mean batch size",
+                |s| s.jobs,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for sample in &batches {
+                ConstCounter::new(value(sample))
+                    .encode(family.encode_family(&[("kind", sample.kind)])?)?;
             }
         }
         Ok(())

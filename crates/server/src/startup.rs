@@ -8,7 +8,7 @@ use userstack_core::UserService;
 use userstack_storage_pg::{Error as PgError, PgUserRepository};
 
 use crate::config::{Config, ConfigError};
-use crate::metrics::PoolSample;
+use crate::metrics::{AdapterSample, BatchSample, PoolSample};
 use crate::state::AppState;
 
 /// Why the server could not start.
@@ -74,23 +74,37 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartupError> {
         Arc::new(cache.clone()),
         config.cache.service()?,
     );
-    let pools = Arc::new(move || {
+    let adapters = Arc::new(move || {
         let pg = repo.pool_state();
         let (redis_connections, redis_idle) = cache.pool_state();
-        vec![
-            PoolSample {
-                pool: "postgres",
-                connections: pg.connections,
-                idle: pg.idle_connections,
-                max: pg_max,
-            },
-            PoolSample {
-                pool: "redis",
-                connections: redis_connections,
-                idle: redis_idle,
-                max: redis_max,
-            },
-        ]
+        let batches = repo.batch_counts();
+        AdapterSample {
+            pools: vec![
+                PoolSample {
+                    pool: "postgres",
+                    connections: pg.connections,
+                    idle: pg.idle_connections,
+                    max: pg_max,
+                },
+                PoolSample {
+                    pool: "redis",
+                    connections: redis_connections,
+                    idle: redis_idle,
+                    max: redis_max,
+                },
+            ],
+            batches: [
+                ("create", batches.creates),
+                ("user", batches.users),
+                ("page", batches.pages),
+            ]
+            .map(|(kind, counts)| BatchSample {
+                kind,
+                batches: counts.batches,
+                jobs: counts.jobs,
+            })
+            .into(),
+        }
     });
-    Ok(AppState::new(service, pools))
+    Ok(AppState::new(service, adapters))
 }

@@ -7,7 +7,7 @@ use userstack_core::UserService;
 
 use crate::auth::Auth;
 use crate::drain::Draining;
-use crate::metrics::{Metrics, PoolProbe};
+use crate::metrics::{AdapterProbe, AdapterSample, Metrics};
 use crate::serve::Connections;
 
 #[derive(Debug, Clone)]
@@ -23,10 +23,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State for `service`; `pools` reports connection pools to `/metrics`.
-    pub fn new(service: UserService, pools: PoolProbe) -> Self {
+    /// State for `service`; `adapters` reports connection pools and batches to `/metrics`.
+    pub fn new(service: UserService, adapters: AdapterProbe) -> Self {
         let connections = Arc::new(Connections::default());
-        let metrics = Arc::new(Metrics::new(service.clone(), pools, connections.clone()));
+        let metrics = Arc::new(Metrics::new(service.clone(), adapters, connections.clone()));
         Self {
             service,
             metrics,
@@ -42,9 +42,9 @@ impl AppState {
         self
     }
 
-    /// State without pools to report, e.g. over the in-memory adapters.
+    /// State without pools or batches to report, e.g. over the in-memory adapters.
     pub fn without_pools(service: UserService) -> Self {
-        Self::new(service, Arc::new(Vec::new))
+        Self::new(service, Arc::new(AdapterSample::default))
     }
 }
 

@@ -131,21 +131,26 @@ async fn post_user(client: &reqwest::Client, server: &Server, user: Value) -> re
         .unwrap()
 }
 
+/// The value of one series on `/metrics`, e.g. `userstack_db_batches_total{kind="create"}`.
+async fn counter(client: &reqwest::Client, server: &Server, series: &str) -> u64 {
+    let (_, metrics) = text(client, &server.admin_url("/metrics")).await;
+    let prefix = format!("{series} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
+        .parse()
+        .unwrap()
+}
+
 /// Reads a cache answered, from Redis or from the server's memory.
 async fn cache_hits(client: &reqwest::Client, server: &Server) -> u64 {
-    let (_, metrics) = text(client, &server.admin_url("/metrics")).await;
-    ["hit", "memory_hit"]
-        .iter()
-        .map(|result| {
-            let line = format!(r#"userstack_cache_operations_total{{result="{result}"}} "#);
-            metrics
-                .lines()
-                .find_map(|l| l.strip_prefix(line.as_str()))
-                .expect("cache hit counters")
-                .parse::<u64>()
-                .unwrap()
-        })
-        .sum()
+    let mut hits = 0;
+    for result in ["hit", "memory_hit"] {
+        let series = format!(r#"userstack_cache_operations_total{{result="{result}"}}"#);
+        hits += counter(client, server, &series).await;
+    }
+    hits
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -224,6 +229,14 @@ async fn the_binary_serves_the_original_routes_and_survives_its_dependencies_goi
         serde_json::from_str::<Value>(&list).unwrap(),
         json!([patched])
     );
+    // The three creates (the duplicate too) came one after another: three batches of one.
+    for series in [
+        "userstack_db_batches_total",
+        "userstack_db_batched_jobs_total",
+    ] {
+        let series = format!(r#"{series}{{kind="create"}}"#);
+        assert_eq!(counter(&client, &server, &series).await, 3, "{series}");
+    }
 
     // Warm reads come from Redis.
     let before = cache_hits(&client, &server).await;

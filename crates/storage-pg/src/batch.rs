@@ -60,6 +60,15 @@ pub(crate) struct Queue<J: Job> {
 struct State<J: Job> {
     jobs: Vec<Pending<J>>,
     runners: usize,
+    taken: BatchCounts,
+}
+
+/// How many batches a queue's runners took, and how many jobs those batches held: the mean
+/// batch size is `jobs / batches`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchCounts {
+    pub batches: u64,
+    pub jobs: u64,
 }
 
 impl<J: Job> Default for Queue<J> {
@@ -68,6 +77,7 @@ impl<J: Job> Default for Queue<J> {
             state: Mutex::new(State {
                 jobs: Vec::new(),
                 runners: 0,
+                taken: BatchCounts::default(),
             }),
         }
     }
@@ -107,6 +117,11 @@ impl<J: Job> Queue<J> {
         (answer, runner)
     }
 
+    /// The batches taken so far (see [`BatchCounts`]).
+    pub(crate) fn taken(&self) -> BatchCounts {
+        self.lock().taken
+    }
+
     #[cfg(test)]
     pub(crate) fn queued(&self) -> usize {
         self.lock().jobs.len()
@@ -132,6 +147,8 @@ impl<J: Job> Runner<J> {
             return None;
         }
         let n = state.jobs.len().min(J::MAX_BATCH);
+        state.taken.batches += 1;
+        state.taken.jobs += n as u64;
         Some(state.jobs.drain(..n).collect())
     }
 

@@ -33,5 +33,6 @@ mod repository;
 pub mod testing;
 mod timestamp;
 
+pub use batch::BatchCounts;
 pub use error::Error;
-pub use repository::{PgSettings, PgUserRepository, PoolState};
+pub use repository::{BatchStats, PgSettings, PgUserRepository, PoolState};

@@ -15,7 +15,7 @@ use userstack_core::{
     UserRepository,
 };
 
-use crate::batch::{self, Job, Pending};
+use crate::batch::{self, BatchCounts, Job, Pending};
 use crate::error::{Error, classify, is_unique_violation};
 use crate::migrations;
 use crate::pool::{Manager, Statements};
@@ -100,6 +100,16 @@ pub struct PoolState {
     pub idle_connections: u32,
 }
 
+/// The batches run so far for each kind of queued request, for metrics (see
+/// [`PgUserRepository::batch_counts`]). A batch is one statement, except a batch of creates that
+/// PostgreSQL refused, which is then retried row by row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    pub creates: BatchCounts,
+    pub users: BatchCounts,
+    pub pages: BatchCounts,
+}
+
 /// Users in PostgreSQL, through a bb8 pool.
 #[derive(Debug, Clone)]
 pub struct PgUserRepository {
@@ -166,6 +176,15 @@ impl PgUserRepository {
         drop(client);
         let _ = driver.await;
         result
+    }
+
+    /// The batches run so far, by kind: how many requests each statement served on average.
+    pub fn batch_counts(&self) -> BatchStats {
+        BatchStats {
+            creates: self.creates.taken(),
+            users: self.users.taken(),
+            pages: self.pages.taken(),
+        }
     }
 
     pub fn pool_state(&self) -> PoolState {
@@ -586,6 +605,17 @@ mod tests {
             ("C", "c@example.com"),
         ];
         let results = create_together(&repo, &users).await;
+        assert_eq!(
+            repo.batch_counts(),
+            BatchStats {
+                creates: BatchCounts {
+                    batches: 2,
+                    jobs: 8
+                },
+                ..BatchStats::default()
+            },
+            "the lone create, then the seven together"
+        );
 
         for (i, ((name, email), result)) in users.iter().zip(&results).enumerate() {
             let duplicate = [2, 3].contains(&i);
@@ -791,6 +821,13 @@ mod tests {
             })
             .collect();
         assert_eq!(read, expected);
+        assert_eq!(
+            repo.batch_counts().pages,
+            BatchCounts {
+                batches: 1,
+                jobs: 5
+            }
+        );
         assert_eq!(
             (
                 executions(&repo, crate::pool::LIST).await,
