@@ -20,12 +20,23 @@ impl PathRow {
     /// the rate of the ceiling's run taken right after it (the two are measured in turns, see
     /// `Bench::measure_in_turns`).
     pub(crate) fn ratio(&self) -> Option<f64> {
+        self.run_ratios().map(|ratios| median(&ratios))
+    }
+
+    /// The lowest and highest of the runs' ratios behind [`PathRow::ratio`]: how far one pair
+    /// of runs can be from the median on this machine at this moment.
+    pub(crate) fn ratio_range(&self) -> Option<(f64, f64)> {
+        let ratios = self.run_ratios()?;
+        let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        Some((low, high))
+    }
+
+    /// Each run's rate divided by the rate of the ceiling's run taken right after it.
+    fn run_ratios(&self) -> Option<Vec<f64>> {
         let ceiling = self.ceiling.as_ref()?;
-        let ratios: Vec<f64> = (self.measurement.runs.iter())
-            .zip(&ceiling.runs)
-            .map(|(m, c)| m.rps / c.rps)
-            .collect();
-        Some(median(&ratios))
+        let runs = self.measurement.runs.iter().zip(&ceiling.runs);
+        Some(runs.map(|(m, c)| m.rps / c.rps).collect())
     }
 }
 
@@ -197,6 +208,7 @@ impl Report {
                 ("req/s", 7, true),
                 ("ceiling", 7, true),
                 ("x ceiling", 9, true),
+                ("x range", 9, false),
                 ("p50 ms", 6, true),
                 ("p99 ms", 6, true),
                 ("p99.9 ms", 8, true),
@@ -211,21 +223,26 @@ impl Report {
         );
         for row in &self.paths {
             let m = &row.measurement;
-            let (ceiling, ratio) = match (&row.ceiling, row.ratio()) {
-                (Some(c), Some(r)) => (format!("{:.0}", c.rps), format!("{r:.2}")),
-                _ => ("-".into(), "-".into()),
+            let (ceiling, ratio, range) = match (&row.ceiling, row.ratio(), row.ratio_range()) {
+                (Some(c), Some(r), Some((low, high))) => (
+                    format!("{:.0}", c.rps),
+                    format!("{r:.2}"),
+                    format!("{low:.2}-{high:.2}"),
+                ),
+                _ => ("-".into(), "-".into(), "-".into()),
             };
-            path_line(w, &m.label, m, &ceiling, &ratio);
+            path_line(w, &m.label, m, &ceiling, &ratio, &range);
         }
         for row in &self.paths {
             if let Some(c) = &row.ceiling {
-                path_line(w, &format!("(ceiling) {}", c.label), c, "-", "-");
+                path_line(w, &format!("(ceiling) {}", c.label), c, "-", "-", "-");
             }
         }
         let _ = writeln!(
             w,
             "\nceiling: the rate of the ceiling row below, measured in turns with the path (a run of the path,\n\
-             a run of the ceiling, and so on). x ceiling: the median of each run's req/s / its ceiling run's.\n\
+             a run of the ceiling, and so on). x ceiling: the median of each run's req/s / its ceiling run's;\n\
+             x range: the lowest and highest of those ratios.\n\
              Ceilings: nginx ({} workers, keep-alive, no access log, sendfile) serving the warm page's\n\
              bytes as a file; pgbench with 16 connections (the server's pool), prepared, running the\n\
              server's page query, one page per statement, and for POST one single-row INSERT per create\n\
@@ -576,13 +593,20 @@ fn error_kinds(runs: &[Run]) -> String {
         .join(", ")
 }
 
-fn path_line(w: &mut String, label: &str, m: &Measurement, ceiling: &str, ratio: &str) {
+fn path_line(
+    w: &mut String,
+    label: &str,
+    m: &Measurement,
+    ceiling: &str,
+    ratio: &str,
+    range: &str,
+) {
     let c = &m.cores;
     let hits = percent(m.hit_rate);
     let memory = percent(m.memory_rate);
     let _ = writeln!(
         w,
-        "| {label:<52} | {:>7.0} | {ceiling:>7} | {ratio:>9} | {:>6.2} | {:>6.2} | {:>8.2} | {:<11} | {hits:>4} | {memory:>4} | {:>5} | {:>3} | {:>6} | {:<25} |",
+        "| {label:<52} | {:>7.0} | {ceiling:>7} | {ratio:>9} | {range:<9} | {:>6.2} | {:>6.2} | {:>8.2} | {:<11} | {hits:>4} | {memory:>4} | {:>5} | {:>3} | {:>6} | {:<25} |",
         m.rps,
         m.p50_ms,
         m.p99_ms,
@@ -670,11 +694,13 @@ mod tests {
         };
         let ratio = row.ratio().unwrap();
         assert!((ratio - 0.6).abs() < 1e-9, "{ratio}");
+        assert_eq!(row.ratio_range(), Some((0.4, 0.625)));
         let alone = PathRow {
             ceiling: None,
             ..row
         };
         assert_eq!(alone.ratio(), None);
+        assert_eq!(alone.ratio_range(), None);
     }
 
     #[test]
