@@ -5,8 +5,9 @@
 #   DATABASE_URL=... REDIS_URL=redis://127.0.0.1:6379 bench/cpu-per-request.sh BIN root|warm|pg|id|post [SECONDS [CONNECTIONS [THREADS]]]
 #
 # root: GET / (no I/O: the HTTP stack alone). warm: GET /users (one page, from the cache after
-# the first request). pg: GET /users?limit=100 with a distinct after= per request (bench/pages.lua) on a server whose Redis is a closed port
-# and whose backoff is a day, so every read goes to PostgreSQL (the database needs 10^5 users).
+# the first request). pg: GET /users?limit=100 with a distinct after= per request
+# (bench/pages.lua) on a server whose Redis is a closed port and whose backoff is a day, so every
+# read goes to PostgreSQL (the database needs 10^5 users).
 # id: GET /users/{id}, distinct ids over 1..10^5 (bench/wrk.lua's user-cold mode), the same way.
 # post: POST /users with a unique email per request (bench/wrk.lua's post mode). wrk: THREADS
 # threads (default 1) over CONNECTIONS connections (default 32; bench/run.sh's paths: 2 threads,
