@@ -19,7 +19,7 @@ use tracing::Level;
 use crate::config::HttpConfig;
 use crate::error;
 use crate::metrics;
-use crate::overload::{self, InFlight};
+use crate::overload::ShedLayer;
 use crate::routes;
 use crate::state::AppState;
 
@@ -69,21 +69,15 @@ pub fn with_layers(router: Router, state: &AppState, http: &HttpConfig) -> Route
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(axum::middleware::from_fn(error::problem_for_bare_errors))
+        .map_response(error::problem_for_bare_errors)
         // Only bodies worth it: a 30-byte greeting costs more to compress than to send.
         .layer(CompressionLayer::new().compress_when(DefaultPredicate::new().and(SizeAbove::new(1024))))
         .layer(RequestBodyLimitLayer::new(http.body_limit_bytes))
         // The limit above is the one in force; axum's own default would be a second, different one.
         .layer(DefaultBodyLimit::disable());
     let inner = ServiceBuilder::new()
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            metrics::track,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            InFlight::new(http.max_in_flight),
-            overload::shed,
-        ))
+        .layer(metrics::TrackLayer(state.metrics.clone()))
+        .layer(ShedLayer::new(http.max_in_flight))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             http.request_timeout().max(Duration::from_millis(1)),

@@ -4,10 +4,10 @@
 //! and `Path` wrappers below; and [`problem_for_bare_errors`] gives a problem body to the error
 //! responses that layers and the router make themselves (405, 408/503 timeouts, 413).
 
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use userstack_core::{Error as CoreError, FieldError, Invalid};
@@ -264,15 +264,18 @@ pub(crate) fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) ->
 /// Gives a problem body to error responses made by layers and the router (405 with its `Allow`
 /// header, timeouts, oversized bodies): those come with no body or a plain-text one, which no
 /// handler here ever sends for an error. Status and headers are kept.
-pub(crate) async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+pub(crate) fn problem_for_bare_errors<B>(response: axum::http::Response<B>) -> Response
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     let status = response.status();
     let bare = response
         .headers()
         .get(header::CONTENT_TYPE)
         .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
     if !(status.is_client_error() || status.is_server_error()) || !bare {
-        return response;
+        return response.map(Body::new);
     }
     let (mut parts, _) = response.into_parts();
     let problem = ApiError::status(status, None).into_response();

@@ -1,11 +1,14 @@
 //! Prometheus metrics: requests by route and status, a latency histogram, and, read at scrape
 //! time, the cache counters of the core, the pools' occupancy and the client connections.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
+use axum::extract::MatchedPath;
+use axum::http::Request;
 use axum::response::Response;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -15,6 +18,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use tower::{Layer, Service};
 use userstack_core::UserService;
 
 use crate::serve::Connections;
@@ -213,28 +217,93 @@ impl Collector for ScrapeTime {
 }
 
 /// Counts and times every request under its route template (`/users/{id}`, not `/users/42`),
-/// so label cardinality stays bounded whatever clients send.
-pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().as_str().to_owned();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
-    let response = next.run(request).await;
-    let route_labels = RouteLabels { method, route };
-    metrics
-        .latency
-        .get_or_create(&route_labels)
-        .observe(started.elapsed().as_secs_f64());
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            method: route_labels.method,
-            route: route_labels.route,
-            status: response.status().as_u16(),
-        })
-        .inc();
-    response
+/// so label cardinality stays bounded whatever clients send. A tower layer rather than
+/// `axum::middleware::from_fn`, which clones and boxes the inner service and boxes a future for
+/// every request.
+#[derive(Debug, Clone)]
+pub(crate) struct TrackLayer(pub(crate) Arc<Metrics>);
+
+impl<S> Layer<S> for TrackLayer {
+    type Service = Track<S>;
+
+    fn layer(&self, inner: S) -> Track<S> {
+        Track {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Track<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B> Service<Request<B>> for Track<S>
+where
+    S: Service<Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Tracked<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let labels = RouteLabels {
+            method: request.method().as_str().to_owned(),
+            route: request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("unmatched", MatchedPath::as_str)
+                .to_owned(),
+        };
+        Tracked {
+            inner: self.inner.call(request),
+            started: Instant::now(),
+            labels: Some(labels),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's response, recorded when it is ready.
+    pub(crate) struct Tracked<F> {
+        #[pin]
+        inner: F,
+        started: Instant,
+        labels: Option<RouteLabels>,
+        metrics: Arc<Metrics>,
+    }
+}
+
+impl<F, E> Future for Tracked<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        if let (Ok(response), Some(labels)) = (&result, this.labels.take()) {
+            this.metrics
+                .latency
+                .get_or_create(&labels)
+                .observe(this.started.elapsed().as_secs_f64());
+            this.metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    method: labels.method,
+                    route: labels.route,
+                    status: response.status().as_u16(),
+                })
+                .inc();
+        }
+        Poll::Ready(result)
+    }
 }
