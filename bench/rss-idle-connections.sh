@@ -8,12 +8,15 @@
 # Three servers in turn: BIN (userstack, MAX_CONNECTIONS above CONNECTIONS), hyper alone
 # (crates/bench/src/bin/hyper-floor.rs, built here), and hyper alone answering with the headers
 # userstack's `GET /` sends (HEADERS=userstack). The concurrency sweep of bench/run.sh measures
-# peak RSS under load; this isolates the part that stays with each connection.
+# peak RSS under load; this isolates the part that stays with each connection. It also prints
+# each server's CPU over IDLE_SECS (default 15) while the connections sit idle: what its
+# timeouts' timers cost when nothing happens.
 set -euo pipefail
 
 usage="usage: bench/rss-idle-connections.sh BIN [CONNECTIONS]"
 bin=${1:?$usage}
 conns=${2:-10000}
+idle_secs=${IDLE_SECS:-15}
 : "${DATABASE_URL:?DATABASE_URL is needed}" "${REDIS_URL:?REDIS_URL is needed}"
 here=$(dirname -- "${BASH_SOURCE[0]}")
 if (($(ulimit -n) < conns + 200)); then
@@ -24,10 +27,11 @@ cargo build --release --locked --quiet --manifest-path "$here/../Cargo.toml" -p 
 floor=$here/../target/release/hyper-floor
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # measure NAME PID PORT: holds the connections, prints the server's RSS before and with them.
 measure() {
-    local name=$1 pid=$2 port=$3 ready before after holder
+    local name=$1 pid=$2 port=$3 ready before after holder ticks
     ready=$(mktemp -u)
     before=$(rss_kib "$pid")
     python3 "$here/hold_connections.py" "$port" "$conns" / "$ready" &
@@ -38,11 +42,15 @@ measure() {
     done
     sleep 1 # let the server finish with the last answers
     after=$(rss_kib "$pid")
+    ticks=$(cpu_ticks "$pid")
+    sleep "$idle_secs"
+    ticks=$(($(cpu_ticks "$pid") - ticks))
     kill "$holder"
     wait "$holder" 2>/dev/null || true
     rm -f -- "$ready"
     echo "$name: RSS $((before / 1024)) MiB before, $((after / 1024)) MiB with $conns idle" \
-        "connections: $(((after - before) * 1024 / conns)) bytes per connection"
+        "connections: $(((after - before) * 1024 / conns)) bytes per connection;" \
+        "CPU while idle $((ticks * 1000 / $(getconf CLK_TCK) / idle_secs)) ms per second over ${idle_secs} s"
 }
 
 # shellcheck source=bench/server.sh
