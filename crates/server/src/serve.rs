@@ -144,8 +144,8 @@ impl Connection {
                 let _parked = self.connections.parking();
                 tokio::select! {
                     readable = stream.readable() => if readable.is_err() { return },
-                    why = activity.expired(self.timeouts) => {
-                        tracing::debug!(why, "closing a parked connection");
+                    () = activity.parked_expired(self.timeouts) => {
+                        tracing::debug!("closing a parked connection: idle timeout");
                         return;
                     }
                     _ = self.stop.wait_for(|stop| *stop) => return,
