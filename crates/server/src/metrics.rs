@@ -253,6 +253,8 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        // Before the inner call: the layers inside may do their work in `call`, not in the future.
+        let started = Instant::now();
         let labels = RouteLabels {
             method: request.method().as_str().to_owned(),
             route: request
@@ -263,7 +265,7 @@ where
         };
         Tracked {
             inner: self.inner.call(request),
-            started: Instant::now(),
+            started,
             labels: Some(labels),
             metrics: self.metrics.clone(),
         }
