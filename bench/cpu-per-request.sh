@@ -22,6 +22,10 @@
 # grouped by part, each part's share also in microseconds of the request's CPU: the symbol each
 # sample fell in decides (inlined code counts where it was inlined). The binary needs its
 # symbols: build it with CARGO_PROFILE_RELEASE_STRIP=false.
+#
+# With SYSCALLS=FILE, strace counts the server's system calls over the measured window into FILE
+# and prints them per request: which calls a request costs the kernel. strace stops the server
+# at every call, so that run's req/s and CPU figures are strace's, not the server's.
 set -euo pipefail
 
 usage="usage: bench/cpu-per-request.sh BIN root|warm|pg|id|post [SECONDS [CONNECTIONS [THREADS]]]"
@@ -55,6 +59,10 @@ if [[ -n ${PROFILE:-} ]] && ! command -v perf >/dev/null; then
     echo "PROFILE needs perf: apt-get install linux-perf" >&2
     exit 2
 fi
+if [[ -n ${SYSCALLS:-} ]] && ! command -v strace >/dev/null; then
+    echo "SYSCALLS needs strace: apt-get install strace" >&2
+    exit 2
+fi
 export WRK_OUT=/dev/null # wrk.lua's JSON result: not needed here
 # shellcheck source=bench/server.sh
 . "$here/server.sh"
@@ -85,7 +93,16 @@ if [[ -n ${PROFILE:-} ]]; then
     perf record -q -e cpu-clock -F 999 -p "$pid" -o "$PROFILE" -- sleep "$secs" 2>/dev/null &
     profiler=$!
 fi
+if [[ -n ${SYSCALLS:-} ]]; then
+    strace -c -f -p "$pid" -o "$SYSCALLS" 2>/dev/null &
+    tracer=$!
+    sleep 1 # attached to every thread before the window opens
+fi
 out=$(wrk -t"$threads" -c"$conns" -d"${secs}s" "${script[@]}" "http://127.0.0.1:$port$path" "${run_args[@]}")
+if [[ -n ${SYSCALLS:-} ]]; then
+    kill -INT "$tracer" # detaches and writes its counts
+    wait "$tracer" || true
+fi
 read -r user_after sys_after < <(ticks)
 pg_after=$(pg_ticks)
 read -r batches_after jobs_after < <(batches)
@@ -115,4 +132,11 @@ if [[ -n ${PROFILE:-} ]]; then
             sum[part] += pct
         }
         END { for (p in sum) printf "%6.1f%%  %5.1f us/req  %s\n", sum[p], sum[p] * per_req / 100, p }' | sort -rn
+fi
+if [[ -n ${SYSCALLS:-} ]]; then
+    # strace's lines: "% time, seconds, usecs/call, calls, [errors,] syscall".
+    echo "system calls per request (strace -c over the window, $requests requests):"
+    awk -v requests="$requests" '$1 ~ /^[0-9.]+$/ && $NF != "total" {
+            printf "%8.3f  %s\n", $4 / requests, $NF
+        }' "$SYSCALLS" | sort -rn
 fi
