@@ -86,17 +86,18 @@ batches() {
         $1 == "userstack_db_batched_jobs_total" kind {j = $2}
         END {print b + 0, j + 0}'
 }
+if [[ -n ${SYSCALLS:-} ]]; then
+    strace -c -f -p "$pid" -o "$SYSCALLS" 2>/dev/null &
+    tracer=$!
+    # Attached to every thread before the window opens, and outside the CPU figures.
+    sleep 1
+fi
 read -r batches_before jobs_before < <(batches)
 read -r user_before sys_before < <(ticks)
 pg_before=$(pg_ticks)
 if [[ -n ${PROFILE:-} ]]; then
     perf record -q -e cpu-clock -F 999 -p "$pid" -o "$PROFILE" -- sleep "$secs" 2>/dev/null &
     profiler=$!
-fi
-if [[ -n ${SYSCALLS:-} ]]; then
-    strace -c -f -p "$pid" -o "$SYSCALLS" 2>/dev/null &
-    tracer=$!
-    sleep 1 # attached to every thread before the window opens
 fi
 out=$(wrk -t"$threads" -c"$conns" -d"${secs}s" "${script[@]}" "http://127.0.0.1:$port$path" "${run_args[@]}")
 if [[ -n ${SYSCALLS:-} ]]; then
