@@ -363,23 +363,49 @@ async fn run(args: Args) -> Result<()> {
         server: Some(nginx.pid()),
         metrics: None,
     };
-    let (m, n) = bench
-        .beside_ceiling(
-            Subject::new(
-                "get_users_warm",
-                "GET /users warm cache",
-                &Load::wrk(main.url("/users"), "static", 1, c),
-                &watch,
-            ),
-            Subject::new(
-                "nginx_static",
-                "nginx: the same bytes as a file",
-                &Load::wrk(nginx.url("/users.json"), "static", 1, c),
-                &nginx_watch,
-            ),
+    // hyper alone (crates/bench/src/bin/hyper-floor.rs) sends the same page too: the floor of
+    // any server on hyper, beside nginx's ceiling, so the table shows which part of the gap is
+    // ours. Here and in the concurrency sweep below.
+    let page_file = work.path().join("page.json");
+    std::fs::write(&page_file, &page)?;
+    let floor = servers::hyper_floor(
+        &build(&root, "userstack-bench", "hyper-floor")?,
+        work.path(),
+        &page_file,
+    )
+    .await?;
+    let floor_watch = Watch {
+        server: Some(floor.pid()),
+        metrics: None,
+    };
+    let [m, n, f] = bench
+        .measure_in_turns(
+            [
+                Subject::new(
+                    "get_users_warm",
+                    "GET /users warm cache",
+                    &Load::wrk(main.url("/users"), "static", 1, c),
+                    &watch,
+                ),
+                Subject::new(
+                    "nginx_static",
+                    "nginx: the same bytes as a file",
+                    &Load::wrk(nginx.url("/users.json"), "static", 1, c),
+                    &nginx_watch,
+                ),
+                Subject::new(
+                    "hyper_floor_page",
+                    "hyper alone: the same bytes from memory",
+                    &Load::wrk(floor.url("/users"), "static", 1, c),
+                    &floor_watch,
+                ),
+            ],
+            strict,
+            plan.repeats,
         )
         .await?;
-    report.path(m, Some(n));
+    report.path(m, Some(n.clone()));
+    report.floor(f, n);
     report.path(pg_main, Some(ceiling));
     let page_modulus = maxid.saturating_sub(100).max(1);
     for (id, label, load) in [
@@ -440,19 +466,10 @@ async fn run(args: Args) -> Result<()> {
     report.path(m, Some(ceiling));
 
     // --- concurrency sweep ----------------------------------------------------------------------
-    // Beside userstack at each step: hyper alone (crates/bench/src/bin/hyper-floor.rs), what any
-    // server on hyper's HTTP/1 connection costs per connection; and nginx serving the bytes of
-    // each of our two paths as files, what many connections cost a server that has its answer
-    // ready, with this machine's kernel and load generator.
-    let floor = servers::hyper_floor(
-        &build(&root, "userstack-bench", "hyper-floor")?,
-        work.path(),
-    )
-    .await?;
-    let floor_watch = Watch {
-        server: Some(floor.pid()),
-        metrics: None,
-    };
+    // Beside userstack at each step: hyper alone, what any server on hyper's HTTP/1 connection
+    // costs per connection; and nginx serving the bytes of each of our two paths as files, what
+    // many connections cost a server that has its answer ready, with this machine's kernel and
+    // load generator.
     // Each step after the first runs in turns with a run at the first step: the ratio the goal
     // reads is between two neighbouring runs, not between runs minutes apart.
     let first = plan.sweep.first().copied().unwrap_or(64);

@@ -99,6 +99,8 @@ pub(crate) struct Report {
     pub(crate) revision: String,
     pub(crate) machine: String,
     pub(crate) paths: Vec<PathRow>,
+    /// Not ours: hyper alone sending a path's bytes, beside the same ceiling as the path.
+    pub(crate) floors: Vec<PathRow>,
     /// The PostgreSQL path by table size (rows).
     pub(crate) sizes: Vec<(u64, Measurement)>,
     pub(crate) sweep: Vec<SweepRow>,
@@ -138,6 +140,7 @@ impl Report {
                  load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)\"",
             ),
             paths: Vec::new(),
+            floors: Vec::new(),
             sizes: Vec::new(),
             sweep: Vec::new(),
             soak: Vec::new(),
@@ -158,12 +161,21 @@ impl Report {
         });
     }
 
+    /// A floor (hyper alone) measured in turns with `ceiling`, as a path is.
+    pub(crate) fn floor(&mut self, measurement: Measurement, ceiling: Measurement) {
+        self.floors.push(PathRow {
+            measurement,
+            ceiling: Some(ceiling),
+        });
+    }
+
     /// Failed requests to userstack and to the ceilings (not in the concurrency sweep nor to the
     /// Flask baseline, whose failures are their figures).
     pub(crate) fn failed_requests(&self) -> u64 {
         let paths = self
             .paths
             .iter()
+            .chain(&self.floors)
             .map(|p| p.measurement.errors + p.ceiling.as_ref().map_or(0, |c| c.errors));
         let sizes = self.sizes.iter().map(|(_, m)| m.errors);
         let soak = self.soak.iter().map(|s| s.errors);
@@ -221,7 +233,8 @@ impl Report {
                 ("cores srv/pg/redis/load/+", 25, false),
             ],
         );
-        for row in &self.paths {
+        let floors = self.floors.iter().map(|row| ("(floor) ", row));
+        for (prefix, row) in self.paths.iter().map(|row| ("", row)).chain(floors) {
             let m = &row.measurement;
             let (ceiling, ratio, range) = match (&row.ceiling, row.ratio(), row.ratio_range()) {
                 (Some(c), Some(r), Some((low, high))) => (
@@ -231,12 +244,18 @@ impl Report {
                 ),
                 _ => ("-".into(), "-".into(), "-".into()),
             };
-            path_line(w, &m.label, m, &ceiling, &ratio, &range);
+            path_line(
+                w,
+                &format!("{prefix}{}", m.label),
+                m,
+                &ceiling,
+                &ratio,
+                &range,
+            );
         }
-        for row in &self.paths {
-            if let Some(c) = &row.ceiling {
-                path_line(w, &format!("(ceiling) {}", c.label), c, "-", "-", "-");
-            }
+        // A floor's ceiling is its path's, printed with the path's.
+        for c in self.paths.iter().filter_map(|row| row.ceiling.as_ref()) {
+            path_line(w, &format!("(ceiling) {}", c.label), c, "-", "-", "-");
         }
         let _ = writeln!(
             w,
@@ -250,6 +269,9 @@ impl Report {
              over the runs. hits: share of cache reads answered by a cache; mem: of those, from the\n\
              server's memory (the rest: Redis). c.err: failed Redis calls. PG: most connections in the\n\
              server's pool.\n\
+             (floor) hyper alone: crates/bench/src/bin/hyper-floor.rs sending the warm page's bytes from\n\
+             memory with hyper's HTTP/1 connection only (no router, middleware or timeouts), in turns\n\
+             with the path and nginx: what any server on hyper pays for this page.\n\
              us/req: server CPU per request (for a ceiling: nginx's). cores: CPU of the server, PostgreSQL,\n\
              Redis, the load generator (wrk or pgbench), and everything else.",
             std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -443,6 +465,16 @@ impl Report {
                 "warm GET /users >= 0.8 x nginx, p99 <= 5 ms: {r:.2} x, p99 {:.2} ms: {}",
                 p.measurement.p99_ms,
                 mark(ok)
+            ));
+        }
+        if let Some(f) = self.floors.first()
+            && let Some(r) = f.ratio()
+        {
+            let ok = r >= 0.8 && f.measurement.p99_ms <= 5.0;
+            out.push(format!(
+                "hyper alone sending the same page: {r:.2} x nginx, p99 {:.2} ms: {}",
+                f.measurement.p99_ms,
+                would("hyper alone", ok)
             ));
         }
         if let Some(p) = self
@@ -759,5 +791,53 @@ mod tests {
         let nginx = line(SWEEP_NGINX_ROOT);
         assert!(nginx.contains("0.50 x the 64-connection rate"), "{nginx}");
         assert!(nginx.ends_with("nginx would NOT meet it"), "{nginx}");
+    }
+
+    #[test]
+    fn a_floor_is_read_against_its_paths_ceiling_printed_once() {
+        let labelled = |id: &str, label: &str, rates: &[f64]| Measurement {
+            id: id.into(),
+            label: label.into(),
+            ..measured(rates)
+        };
+        let nginx = labelled("nginx_static", "nginx: the page", &[100.0, 100.0, 100.0]);
+        let mut report = Report::new("test", Path::new("/nonexistent"), Path::new("/"));
+        report.path(
+            labelled("get_users_warm", "GET /users warm", &[60.0, 60.0, 60.0]),
+            Some(nginx.clone()),
+        );
+        report.floor(
+            labelled(
+                "hyper_floor_page",
+                "hyper alone: the page",
+                &[90.0, 85.0, 80.0],
+            ),
+            nginx,
+        );
+        let goals = report.goals();
+        assert!(
+            goals.contains(&"hyper alone sending the same page: 0.85 x nginx, p99 1.00 ms: hyper alone would meet it".to_owned()),
+            "{goals:?}"
+        );
+        assert!(
+            goals
+                .iter()
+                .any(|g| g.starts_with("warm GET /users >= 0.8 x nginx, p99 <= 5 ms: 0.60 x")),
+            "{goals:?}"
+        );
+        let table = report.render();
+        let floor_line = table
+            .lines()
+            .find(|l| l.starts_with("| (floor) hyper alone: the page"))
+            .unwrap_or_else(|| panic!("{table}"));
+        assert!(
+            floor_line.contains("|      0.85 | 0.80-0.90 |"),
+            "{floor_line}"
+        );
+        assert_eq!(
+            table.matches("| (ceiling) nginx: the page").count(),
+            1,
+            "{table}"
+        );
     }
 }

@@ -70,11 +70,12 @@ pub(crate) async fn userstack(
     Ok(Server { proc, port })
 }
 
-/// `hyper-floor` (crates/bench/src/bin) on a free port; returns once it accepts connections.
-pub(crate) async fn hyper_floor(bin: &Path, work: &Path) -> Result<Server> {
+/// `hyper-floor` (crates/bench/src/bin) on a free port, answering `GET /users` with the bytes of
+/// `page`; returns once it accepts connections.
+pub(crate) async fn hyper_floor(bin: &Path, work: &Path, page: &Path) -> Result<Server> {
     let port = free_port()?;
     let mut cmd = Command::new(bin);
-    cmd.env("PORT", port.to_string());
+    cmd.env("PORT", port.to_string()).env("PAGE", page);
     eprintln!("==> hyper alone on 127.0.0.1:{port}");
     let proc = Proc::spawn("hyper-floor", cmd, &work.join("hyper-floor.log"))?;
     wait_for_port("hyper-floor", port, Duration::from_secs(10)).await?;

@@ -9,14 +9,18 @@
 //! `x-request-id`; hyper writes `content-length` and `date` itself): hyper keeps each
 //! connection's last response header map, emptied, for the next request's headers, so what a
 //! connection holds between requests depends on them (`bench/rss-idle-connections.sh`).
+//!
+//! With `PAGE=FILE` it answers `GET /users` with that file's bytes as `application/json` (the
+//! benchmark writes the warm page there): what hyper alone costs to send the page we send, the
+//! floor beside nginx's `sendfile` of the same bytes. Any other path gets `GET /`'s answer.
 
 use std::convert::Infallible;
 
 use http_body_util::Full;
-use hyper::body::Bytes;
+use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
-use hyper::{Response, service::service_fn};
+use hyper::{Request, Response, service::service_fn};
 use hyper_util::rt::TokioIo;
 
 #[global_allocator]
@@ -24,6 +28,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const BODY: &[u8] = b"Hello, Docker Multi-Container!";
 const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
 /// The length of the UUIDs userstack sends; the value does not matter.
 const REQUEST_ID: &str = "00000000-0000-4000-8000-000000000000";
 
@@ -42,19 +47,34 @@ async fn main() -> std::io::Result<()> {
             )));
         }
     };
+    // Read once; each answer shares these bytes, as userstack's cached pages are shared.
+    let page = match std::env::var_os("PAGE") {
+        None => None,
+        Some(path) => Some(Bytes::from(std::fs::read(&path).map_err(|e| {
+            std::io::Error::other(format!("PAGE={}: {e}", path.to_string_lossy()))
+        })?)),
+    };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
+        let page = page.clone();
         tokio::spawn(async move {
-            let hello = service_fn(move |_request| async move {
-                let mut response = Response::new(Full::new(Bytes::from_static(BODY)));
-                if with_headers {
-                    let headers = response.headers_mut();
-                    headers.insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_PLAIN));
-                    headers.insert("x-request-id", HeaderValue::from_static(REQUEST_ID));
+            let hello = service_fn(move |request: Request<Incoming>| {
+                // The page always carries userstack's headers; `GET /`'s with HEADERS=userstack.
+                let (body, content_type) = match &page {
+                    Some(page) if request.uri().path() == "/users" => (page.clone(), Some(JSON)),
+                    _ => (Bytes::from_static(BODY), with_headers.then_some(TEXT_PLAIN)),
+                };
+                async move {
+                    let mut response = Response::new(Full::new(body));
+                    if let Some(content_type) = content_type {
+                        let headers = response.headers_mut();
+                        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+                        headers.insert("x-request-id", HeaderValue::from_static(REQUEST_ID));
+                    }
+                    Ok::<_, Infallible>(response)
                 }
-                Ok::<_, Infallible>(response)
             });
             let _ = http1::Builder::new()
                 .keep_alive(true)
