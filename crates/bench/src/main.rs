@@ -38,8 +38,8 @@ use userstack_storage_pg::testing::TestPostgres;
 
 use crate::load::{Bench, Load, Measurement, Subject, Watch};
 use crate::report::{
-    Report, SWEEP_FLOOR, SWEEP_NGINX_ROOT, SWEEP_NGINX_WARM, SWEEP_ROOT, SWEEP_WARM, SeedRow,
-    SoakPoint, SweepRow,
+    Report, SWEEP_FLOOR, SWEEP_FLOOR_WARM, SWEEP_NGINX_ROOT, SWEEP_NGINX_WARM, SWEEP_ROOT,
+    SWEEP_WARM, SeedRow, SoakPoint, SweepRow,
 };
 use crate::servers::FlaskRunner;
 
@@ -478,6 +478,12 @@ async fn run(args: Args) -> Result<()> {
             (SWEEP_ROOT, main.url("/"), "get_root", &watch),
             (SWEEP_WARM, main.url("/users"), "get_users_warm", &watch),
             (SWEEP_FLOOR, floor.url("/"), "hyper_floor", &floor_watch),
+            (
+                SWEEP_FLOOR_WARM,
+                floor.url("/users"),
+                "hyper_floor_page",
+                &floor_watch,
+            ),
             (
                 SWEEP_NGINX_ROOT,
                 nginx.url("/root.txt"),

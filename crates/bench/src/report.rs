@@ -58,19 +58,21 @@ impl SweepRow {
     }
 }
 
-/// The sweep's rows: userstack's two paths, hyper alone (the floor of a hyper server), and nginx
-/// serving each path's bytes as a static file (the ceiling of a server with its answer ready).
+/// The sweep's rows: userstack's two paths, hyper alone sending each path's bytes (the floor of a
+/// hyper server), and nginx serving them as a static file (the ceiling of a server with its
+/// answer ready).
 pub(crate) const SWEEP_ROOT: &str = "GET /";
 pub(crate) const SWEEP_WARM: &str = "GET /users warm";
 pub(crate) const SWEEP_FLOOR: &str = "hyper alone, GET /";
+pub(crate) const SWEEP_FLOOR_WARM: &str = "hyper alone, page";
 pub(crate) const SWEEP_NGINX_ROOT: &str = "nginx, GET / file";
 pub(crate) const SWEEP_NGINX_WARM: &str = "nginx, page file";
 
-/// The nginx row that is the ceiling of one of our sweep rows.
+/// The nginx row that is the ceiling of one of our sweep rows or of hyper alone's.
 fn sweep_ceiling(path: &str) -> Option<&'static str> {
     match path {
-        SWEEP_ROOT => Some(SWEEP_NGINX_ROOT),
-        SWEEP_WARM => Some(SWEEP_NGINX_WARM),
+        SWEEP_ROOT | SWEEP_FLOOR => Some(SWEEP_NGINX_ROOT),
+        SWEEP_WARM | SWEEP_FLOOR_WARM => Some(SWEEP_NGINX_WARM),
         _ => None,
     }
 }
@@ -356,8 +358,9 @@ impl Report {
              by kind: wrk's (status: a non-2xx answer; timeout: no answer within wrk's timeout, 10 s, or\n\
              30 s above 1000 connections; connect, read, write: socket errors). mem: share of cache reads\n\
              answered from the server's memory. c.err: failed Redis calls.\n\
-             hyper alone: crates/bench/src/bin/hyper-floor.rs, hyper's HTTP/1 connection and one static\n\
-             answer (no router, middleware or timeouts), same allocator: the floor of a hyper server.\n\
+             hyper alone: crates/bench/src/bin/hyper-floor.rs, hyper's HTTP/1 connection sending GET /'s\n\
+             bytes or the warm page's from memory (no router, middleware or timeouts), same allocator:\n\
+             the floor of a hyper server.\n\
              nginx, GET / file and page file: the nginx above serving GET /'s bytes and the warm page's\n\
              bytes as files: what many connections cost a server with its answer ready, on this machine.\n\
              RSS: of the process and its children (nginx's workers)."
@@ -503,6 +506,7 @@ impl Report {
             SWEEP_ROOT,
             SWEEP_WARM,
             SWEEP_FLOOR,
+            SWEEP_FLOOR_WARM,
             SWEEP_NGINX_ROOT,
             SWEEP_NGINX_WARM,
         ] {
@@ -534,7 +538,7 @@ impl Report {
                                 format!(" ({:.2} x nginx's rate here)", l.rps / n.measurement.rps)
                             })
                             .unwrap_or_default();
-                        let verdict = if path == SWEEP_FLOOR {
+                        let verdict = if matches!(path, SWEEP_FLOOR | SWEEP_FLOOR_WARM) {
                             would("hyper alone", met)
                         } else {
                             mark(met).to_string()
@@ -774,6 +778,10 @@ mod tests {
             step(SWEEP_NGINX_ROOT, 64, 80_000.0, None),
             step(SWEEP_ROOT, 10_000, 42_000.0, Some(60_000.0)),
             step(SWEEP_NGINX_ROOT, 10_000, 40_000.0, Some(80_000.0)),
+            step(SWEEP_FLOOR_WARM, 64, 90_000.0, None),
+            step(SWEEP_NGINX_WARM, 64, 100_000.0, None),
+            step(SWEEP_FLOOR_WARM, 10_000, 63_000.0, Some(90_000.0)),
+            step(SWEEP_NGINX_WARM, 10_000, 45_000.0, Some(100_000.0)),
         ];
         let goals = report.goals();
         let line = |path: &str| {
@@ -791,6 +799,11 @@ mod tests {
         let nginx = line(SWEEP_NGINX_ROOT);
         assert!(nginx.contains("0.50 x the 64-connection rate"), "{nginx}");
         assert!(nginx.ends_with("nginx would NOT meet it"), "{nginx}");
+        // hyper alone's page is read beside nginx's page, not its GET / file.
+        let floor = line(SWEEP_FLOOR_WARM);
+        assert!(floor.contains("0.70 x the 64-connection rate"), "{floor}");
+        assert!(floor.contains("(1.40 x nginx's rate here)"), "{floor}");
+        assert!(floor.ends_with("hyper alone would NOT meet it"), "{floor}");
     }
 
     #[test]
