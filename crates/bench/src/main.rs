@@ -94,8 +94,8 @@ struct Args {
     /// this many requests (`--rows` users), into callgrind.txt.
     #[arg(long, value_name = "REQUESTS")]
     callgrind: Option<u64>,
-    /// What --callgrind requests: `postgres` (distinct pages, cache bypassed) or `warm` (the same
-    /// page every time, from Redis).
+    /// What --callgrind requests: `postgres` (distinct pages, cache bypassed), `warm` (the same
+    /// page every time, from Redis) or `floor` (that page from hyper alone).
     #[arg(long, value_enum, default_value_t = profile::Target::Postgres)]
     callgrind_path: profile::Target,
     /// Where the table (bench.txt) and every figure (bench.json) are written.
@@ -277,13 +277,33 @@ async fn run(args: Args) -> Result<()> {
         load_users(&db, &mut loaded, plan.rows).await?;
         let modulus = max_id(&db).await?.saturating_sub(100).max(1);
         let warm_env = base_env(redis.url().to_owned(), "bench:");
-        let env = match args.callgrind_path {
-            profile::Target::Postgres => &bypass_env,
-            profile::Target::Warm => &warm_env,
+        let (bin, env) = match args.callgrind_path {
+            profile::Target::Postgres => (bin, bypass_env),
+            profile::Target::Warm => (bin, warm_env),
+            profile::Target::Floor => {
+                // The page hyper alone sends: the one the warm server sends, fetched from it.
+                let server =
+                    servers::userstack(&bin, work.path(), "page", &warm_env, &bench.http).await?;
+                let url = server.url("/users?limit=100");
+                let page = bench.http.get(url).send().await?.bytes().await?;
+                server.stop().await;
+                let file = work.path().join("page.json");
+                std::fs::write(&file, &page)?;
+                let floor = build(&root, "userstack-bench", "hyper-floor")?;
+                (floor, vec![("PAGE", file.display().to_string())])
+            }
         };
         let target = args.callgrind_path;
-        let text = profile::callgrind(&bin, work.path(), env, target, requests, modulus, &args.out)
-            .await?;
+        let text = profile::callgrind(
+            &bin,
+            work.path(),
+            &env,
+            target,
+            requests,
+            modulus,
+            &args.out,
+        )
+        .await?;
         eprintln!("{text}");
         return Ok(());
     }

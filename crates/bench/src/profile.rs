@@ -18,6 +18,10 @@ pub(crate) enum Target {
     /// `GET /users?limit=100` every time, on a server with Redis: every request after the first
     /// is a cache hit.
     Warm,
+    /// `GET /users?limit=100` every time, answered by hyper alone
+    /// (crates/bench/src/bin/hyper-floor.rs) with the warm page's bytes: the floor of `warm`,
+    /// what any server on hyper's HTTP/1 connection executes for this page.
+    Floor,
 }
 
 impl Target {
@@ -27,7 +31,7 @@ impl Target {
                 "http://127.0.0.1:{port}/users?limit=100&after={}",
                 i * step % modulus
             ),
-            Self::Warm => format!("http://127.0.0.1:{port}/users?limit=100"),
+            Self::Warm | Self::Floor => format!("http://127.0.0.1:{port}/users?limit=100"),
         }
     }
 
@@ -35,6 +39,7 @@ impl Target {
         match self {
             Self::Postgres => "GET /users?limit=100 (cache bypassed, distinct after=)",
             Self::Warm => "GET /users?limit=100 (warm: the same page from Redis)",
+            Self::Floor => "GET /users?limit=100 answered by hyper alone (the warm page's bytes)",
         }
     }
 }
@@ -115,7 +120,10 @@ async fn instrumented_run(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    eprintln!("==> userstack under callgrind on 127.0.0.1:{port}, {requests} requests");
+    eprintln!(
+        "==> {} under callgrind on 127.0.0.1:{port}, {requests} requests",
+        bin.display()
+    );
     let mut proc = Proc::spawn(
         "callgrind",
         cmd,
