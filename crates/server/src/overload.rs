@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::Request;
+use axum::http::Request;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::{Layer, Service};
@@ -51,9 +51,9 @@ pub(crate) struct Shed<S> {
     budget: Arc<Semaphore>,
 }
 
-impl<S, B> Service<Request> for Shed<S>
+impl<S, ReqBody, B> Service<Request<ReqBody>> for Shed<S>
 where
-    S: Service<Request, Response = axum::http::Response<B>>,
+    S: Service<Request<ReqBody>, Response = axum::http::Response<B>>,
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
 {
@@ -65,7 +65,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let permit = if EXEMPT.contains(&request.uri().path()) {
             None
         } else {
