@@ -171,14 +171,15 @@ impl Report {
         });
     }
 
-    /// Failed requests to userstack and to the ceilings (not in the concurrency sweep nor to the
+    /// Failed requests to userstack, to the ceilings and to hyper alone (not in the concurrency sweep nor to the
     /// Flask baseline, whose failures are their figures).
     pub(crate) fn failed_requests(&self) -> u64 {
         let paths = self
             .paths
             .iter()
-            .chain(&self.floors)
             .map(|p| p.measurement.errors + p.ceiling.as_ref().map_or(0, |c| c.errors));
+        // A floor's ceiling is its path's, counted there.
+        let floors = self.floors.iter().map(|f| f.measurement.errors);
         let sizes = self.sizes.iter().map(|(_, m)| m.errors);
         let soak = self.soak.iter().map(|s| s.errors);
         let seed = self
@@ -186,7 +187,12 @@ impl Report {
             .iter()
             .filter(|s| s.runner == "userstack")
             .map(|s| s.measurement.errors);
-        paths.chain(sizes).chain(soak).chain(seed).sum()
+        paths
+            .chain(floors)
+            .chain(sizes)
+            .chain(soak)
+            .chain(seed)
+            .sum()
     }
 
     pub(crate) fn render(&mut self) -> String {
@@ -813,20 +819,28 @@ mod tests {
             label: label.into(),
             ..measured(rates)
         };
-        let nginx = labelled("nginx_static", "nginx: the page", &[100.0, 100.0, 100.0]);
+        let nginx = Measurement {
+            errors: 2,
+            ..labelled("nginx_static", "nginx: the page", &[100.0, 100.0, 100.0])
+        };
         let mut report = Report::new("test", Path::new("/nonexistent"), Path::new("/"));
         report.path(
             labelled("get_users_warm", "GET /users warm", &[60.0, 60.0, 60.0]),
             Some(nginx.clone()),
         );
         report.floor(
-            labelled(
-                "hyper_floor_page",
-                "hyper alone: the page",
-                &[90.0, 85.0, 80.0],
-            ),
+            Measurement {
+                errors: 1,
+                ..labelled(
+                    "hyper_floor_page",
+                    "hyper alone: the page",
+                    &[90.0, 85.0, 80.0],
+                )
+            },
             nginx,
         );
+        // nginx's two failures once (the floor shares the path's ceiling), the floor's one.
+        assert_eq!(report.failed_requests(), 3);
         let goals = report.goals();
         assert!(
             goals.contains(&"hyper alone sending the same page: 0.85 x nginx, p99 1.00 ms: hyper alone would meet it".to_owned()),
