@@ -82,8 +82,8 @@ pub fn with_layers(router: Router, state: &AppState, http: &HttpConfig) -> Route
             http.request_timeout().max(Duration::from_millis(1)),
         ))
         .layer(CatchPanicLayer::custom(error::panic_response));
-    // One `layer` call: axum boxes each route's service once per call and clones every box
-    // below the one it calls on each request, so each call more costs every request a few
-    // allocations.
+    // One `layer` call: axum boxes each route's service once per call and, on each request,
+    // clones every box below the one it calls; a second call would cost every request a few
+    // more allocations.
     router.layer(stack)
 }
