@@ -492,8 +492,12 @@ async fn run(args: Args) -> Result<()> {
     // load generator.
     // Each step after the first runs in turns with a run at the first step: the ratio the goal
     // reads is between two neighbouring runs, not between runs minutes apart.
+    // The largest step, the one the goal reads, gets as many pairs as a path (--repeats) and the
+    // median of their ratios: one pair moved the ratio by ±0.05 from run to run.
     let first = plan.sweep.first().copied().unwrap_or(64);
+    let goal_step = plan.sweep.last().copied().unwrap_or(first);
     for &conns in &plan.sweep {
+        let repeats = if conns == goal_step { plan.repeats } else { 1 };
         for (path, url, id, watch) in [
             (SWEEP_ROOT, main.url("/"), "get_root", &watch),
             (SWEEP_WARM, main.url("/users"), "get_users_warm", &watch),
@@ -527,7 +531,7 @@ async fn run(args: Args) -> Result<()> {
             // goals show them), not a broken benchmark.
             let strict = false;
             let (measurement, reference) = if conns == first {
-                let [m] = bench.measure_in_turns([this], strict, 1).await?;
+                let [m] = bench.measure_in_turns([this], strict, repeats).await?;
                 (m, None)
             } else {
                 let (ref_id, ref_label) = (
@@ -536,7 +540,9 @@ async fn run(args: Args) -> Result<()> {
                 );
                 let ref_load = Load::wrk(url, "static", 1, first);
                 let reference = Subject::new(&ref_id, &ref_label, &ref_load, watch);
-                let [r, m] = bench.measure_in_turns([reference, this], strict, 1).await?;
+                let [r, m] = bench
+                    .measure_in_turns([reference, this], strict, repeats)
+                    .await?;
                 (m, Some(r))
             };
             report.sweep.push(SweepRow {
