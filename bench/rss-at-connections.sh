@@ -52,7 +52,7 @@ errors=$(awk '/Socket errors/ {print $0}' "$out" | sed 's/^ *//')
 non_2xx=$(awk '/Non-2xx/ {print $NF}' "$out")
 echo "$(basename -- "$bin") $path, $conns connections${*:+ $*}: peak RSS $((peak / 1024)) MiB;" \
     "$requests requests, non-2xx ${non_2xx:-0}, server CPU $cpu_us us/req; cache reads from memory $(counter memory_hit)," \
-    "from Redis $(counter hit), missed $(counter miss), bypassed $(counter bypass);" \
+    "from Redis $(counter hit), missed $(counter miss), answered by another read's load $(counter shared), bypassed $(counter bypass);" \
     "failed cache calls $(counter error)${errors:+; $errors}"
 # What the server warned about under the load (start-up's own warnings left out), by message.
 grep -E '^[^ ]+ +(WARN|ERROR) ' "$server_log" | grep -v ' userstack_server::cli: ' |

@@ -145,7 +145,7 @@ struct Tally {
     runs: Vec<Run>,
     cpu: [u64; 5],
     seconds: f64,
-    cache_before: Option<[u64; 5]>,
+    cache_before: Option<[u64; 6]>,
     sampler: Sampler,
 }
 
@@ -328,10 +328,10 @@ impl Bench {
             .map(|_| t.cpu[0] as f64 / self.hz * 1e6 / requests as f64);
         let (hit_rate, memory_rate, cache_errors) = match (t.cache_before, cache_after) {
             (Some(b), Some(a)) => {
-                let d: Vec<u64> = (0..5).map(|i| a[i].saturating_sub(b[i])).collect();
-                let reads = d[0] + d[1] + d[2] + d[3];
+                let d: Vec<u64> = (0..6).map(|i| a[i].saturating_sub(b[i])).collect();
+                let reads: u64 = d[..5].iter().sum();
                 let share = |n: u64| (reads > 0).then(|| n as f64 / reads as f64);
-                (share(d[0] + d[1]), share(d[0]), Some(d[4]))
+                (share(d[0] + d[1]), share(d[0]), Some(d[5]))
             }
             _ => (None, None, None),
         };
@@ -381,11 +381,11 @@ impl Bench {
         ]
     }
 
-    /// `[memory_hit, hit, miss, bypass, error]` from the userstack server's `/metrics`.
-    async fn cache_counts(&self, watch: &Watch) -> Option<[u64; 5]> {
+    /// `[memory_hit, hit, miss, shared, bypass, error]` from the userstack server's `/metrics`.
+    async fn cache_counts(&self, watch: &Watch) -> Option<[u64; 6]> {
         let text = self.metrics_text(watch).await?;
-        let mut out = [0; 5];
-        for (i, result) in ["memory_hit", "hit", "miss", "bypass", "error"]
+        let mut out = [0; 6];
+        for (i, result) in ["memory_hit", "hit", "miss", "shared", "bypass", "error"]
             .iter()
             .enumerate()
         {

@@ -40,6 +40,7 @@ use bytes::Bytes;
 use crate::cache::Cache;
 use crate::config::ServiceConfig;
 use crate::error::{Error, Result};
+use crate::flight::{self, Flights, Turn};
 use crate::increments::SharedIncrements;
 use crate::local_cache::{self, LocalCache};
 use crate::stats::{CacheStats, CacheStatsSnapshot};
@@ -134,6 +135,8 @@ pub(crate) struct CacheAside {
     cache: Arc<dyn Cache>,
     config: ServiceConfig,
     local: Arc<LocalCache>,
+    /// The loads from the store in flight, one per key.
+    flights: Flights,
     /// The task keeping `local`'s generation current, started by the first read.
     watcher: OnceLock<AbortOnDrop>,
     stats: CacheStats,
@@ -154,6 +157,7 @@ impl CacheAside {
     pub(crate) fn new(cache: Arc<dyn Cache>, config: ServiceConfig) -> Self {
         Self {
             local: Arc::new(LocalCache::new(&config)),
+            flights: Flights::default(),
             watcher: OnceLock::new(),
             cache,
             config,
@@ -211,11 +215,39 @@ impl CacheAside {
         // a hung or restarted cache fails the watcher's checks or its watch by itself, whereas
         // an overloaded process's own calls time out because it runs them late, and letting
         // those withdraw memory sent every read to Redis when the process was busiest.
-        if self.caught_up()
-            && let Some(entry) = self.local.get(key)
-        {
-            CacheStats::count(&self.stats.local_hits);
-            return Ok(Fetched::Hit(entry));
+        let mut lead = None;
+        if self.caught_up() {
+            match self.local.lookup(key) {
+                Some((entry, false)) => {
+                    CacheStats::count(&self.stats.local_hits);
+                    return Ok(Fetched::Hit(entry));
+                }
+                // Past its TTL: one reader refreshes it; the others are served it meanwhile, so
+                // that a hot key's expiry holds no request up (`crate::flight`).
+                Some((entry, true)) => match self.flights.join(key, entry.generation) {
+                    Turn::Lead(first) => lead = Some(first),
+                    Turn::Wait(_) => {
+                        CacheStats::count(&self.stats.local_hits);
+                        return Ok(Fetched::Hit(entry));
+                    }
+                },
+                // Memory vouches for the generation but lacks this key (a write emptied memory,
+                // or it was never read here): one reader asks the cache, and the store if need
+                // be; the others wait for its entry instead of one read each.
+                None => {
+                    if let Some(vouched) = self.local.current() {
+                        match self.flights.join(key, vouched) {
+                            Turn::Lead(first) => lead = Some(first),
+                            Turn::Wait(loading) => {
+                                if let Some(entry) = flight::wait(loading).await {
+                                    CacheStats::count(&self.stats.shared);
+                                    return Ok(Fetched::Hit(entry));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
         let mut generation = None;
         if self.usable().await {
@@ -227,13 +259,15 @@ impl CacheAside {
                 Ok(mut values) => {
                     let current = parse_generation(values.first().and_then(Option::as_deref));
                     let cached = values.get_mut(1).and_then(Option::take);
-                    match cached.and_then(Entry::decode) {
-                        Some(entry) if entry.generation == current => {
-                            CacheStats::count(&self.stats.hits);
-                            self.local.put(key, &entry);
-                            return Ok(Fetched::Hit(entry));
+                    if let Some(entry) = cached.and_then(Entry::decode)
+                        && entry.generation == current
+                    {
+                        CacheStats::count(&self.stats.hits);
+                        self.local.put(key, &entry);
+                        if let Some(lead) = lead {
+                            lead.finish(&entry);
                         }
-                        _ => CacheStats::count(&self.stats.misses),
+                        return Ok(Fetched::Hit(entry));
                     }
                     generation = Some(current);
                 }
@@ -243,8 +277,39 @@ impl CacheAside {
             CacheStats::count(&self.stats.bypassed);
         }
 
+        // A miss in the cache too: one reader per key loads from the store, the others that
+        // missed meanwhile take its entry.
+        if lead.is_none()
+            && let Some(current) = generation
+        {
+            match self.flights.join(key, current) {
+                Turn::Lead(first) => lead = Some(first),
+                Turn::Wait(loading) => {
+                    if let Some(entry) = flight::wait(loading).await {
+                        CacheStats::count(&self.stats.shared);
+                        return Ok(Fetched::Hit(entry));
+                    }
+                }
+            }
+        }
+        if generation.is_some() {
+            CacheStats::count(&self.stats.misses);
+        }
         let value = load().await?;
         let Some(generation) = generation else {
+            // The cache failed or is bypassed. A reader leading since memory vouched for the
+            // flight's generation loaded after that moment: its value is as fresh as a
+            // memory entry of that generation, so the waiting readers may take it.
+            if let Some(lead) = lead
+                && let Ok((cursor, body)) = value.encode()
+            {
+                let generation = lead.generation();
+                lead.finish(&Entry {
+                    generation,
+                    cursor,
+                    body,
+                });
+            }
             return Ok(Fetched::Loaded {
                 value,
                 stored: None,
@@ -256,6 +321,9 @@ impl CacheAside {
             cursor,
             body,
         };
+        if let Some(lead) = lead {
+            lead.finish(&entry);
+        }
         let raw = entry.encode();
         let stored = self.cache.set(key, &raw, self.config.cache_ttl);
         match self.bounded(stored).await {

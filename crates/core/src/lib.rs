@@ -36,6 +36,7 @@ mod cache_aside;
 mod config;
 pub mod demo;
 pub mod error;
+mod flight;
 mod increments;
 pub mod json;
 mod local_cache;

@@ -129,7 +129,7 @@ impl LocalCache {
     }
 
     /// The generation entries must carry to be served, if memory may be used now.
-    fn current(&self) -> Option<i64> {
+    pub(crate) fn current(&self) -> Option<i64> {
         if self.now_ms() >= self.trusted_until_ms.load(Ordering::Acquire) {
             return None;
         }
@@ -138,11 +138,23 @@ impl LocalCache {
     }
 
     /// The entry under `key`, if memory is trusted and it carries the current generation.
+    #[cfg(test)]
     pub(crate) fn get(&self, key: &str) -> Option<Entry> {
+        self.lookup(key)
+            .and_then(|(entry, expired)| (!expired).then_some(entry))
+    }
+
+    /// The entry under `key`, if memory is trusted and it carries the current generation, and
+    /// whether its TTL has passed. An expired entry is still handed out for one more TTL: it is
+    /// as current as a fresh one (the generation says so), and while one reader refreshes it the
+    /// others are served it instead of waiting (`CacheAside::read_through`).
+    pub(crate) fn lookup(&self, key: &str) -> Option<(Entry, bool)> {
         let current = self.current()?;
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         let (entry, stored_at, _) = entries.map.get(key)?;
-        (entry.generation == current && stored_at.elapsed() < self.ttl).then(|| entry.clone())
+        let age = stored_at.elapsed();
+        (entry.generation == current && age < self.ttl * 2)
+            .then(|| (entry.clone(), age >= self.ttl))
     }
 
     /// Keeps `entry` if it carries the current generation and fits the budget.

@@ -8,6 +8,7 @@ pub(crate) struct CacheStats {
     pub(crate) hits: AtomicU64,
     pub(crate) local_hits: AtomicU64,
     pub(crate) misses: AtomicU64,
+    pub(crate) shared: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) bypassed: AtomicU64,
 }
@@ -21,6 +22,9 @@ pub struct CacheStatsSnapshot {
     pub local_hits: u64,
     /// Reads the cache could not answer (absent or stale), answered by the store.
     pub misses: u64,
+    /// Reads the cache could not answer, answered by another read's load of the same key that
+    /// was in flight (one load per key at a time).
+    pub shared: u64,
     /// Cache calls that failed or timed out.
     pub errors: u64,
     /// Reads that skipped the cache because it had failed recently.
@@ -39,6 +43,7 @@ impl CacheStats {
             hits: self.hits.load(Ordering::Relaxed),
             local_hits: self.local_hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
+            shared: self.shared.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             bypassed: self.bypassed.load(Ordering::Relaxed),
             local_bytes: 0,

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use userstack_core::memory::{InMemoryCache, InMemoryUserRepository};
 use userstack_core::{
     Cache, CacheDemo, CacheStatsSnapshot, Error, NewUser, PageRequest, Result, ServiceConfig, User,
@@ -652,4 +653,177 @@ async fn memory_still_answers_while_a_slow_cache_call_has_the_cache_bypassed() {
         before.local_hits + 1,
         "memory answers while the watcher vouches, whatever a user request's call did"
     );
+}
+
+/// A store whose page reads wait at a gate (counted as they arrive), and whose first page read
+/// may fail.
+struct GatedPages {
+    inner: InMemoryUserRepository,
+    open: tokio::sync::watch::Sender<bool>,
+    loads: AtomicU64,
+    fail_first: bool,
+}
+
+#[async_trait]
+impl UserRepository for GatedPages {
+    async fn create(&self, user: &NewUser) -> Result<User> {
+        self.inner.create(user).await
+    }
+    async fn get(&self, id: UserId) -> Result<Option<User>> {
+        self.inner.get(id).await
+    }
+    async fn list(&self, page: PageRequest) -> Result<Vec<User>> {
+        let nth = self.loads.fetch_add(1, Ordering::SeqCst);
+        let _ = self.open.subscribe().wait_for(|open| *open).await;
+        if nth == 0 && self.fail_first {
+            return Err(Error::store_unavailable("the first page read fails"));
+        }
+        self.inner.list(page).await
+    }
+    async fn update(&self, id: UserId, patch: &UserPatch) -> Result<Option<User>> {
+        self.inner.update(id, patch).await
+    }
+    async fn delete(&self, id: UserId) -> Result<bool> {
+        self.inner.delete(id).await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+}
+
+fn gated_pages(fail_first: bool) -> Arc<GatedPages> {
+    Arc::new(GatedPages {
+        inner: InMemoryUserRepository::new(),
+        open: tokio::sync::watch::Sender::new(true),
+        loads: AtomicU64::new(0),
+        fail_first,
+    })
+}
+
+/// `readers` concurrent reads of one cold page while the store holds its page reads at a gate;
+/// the gate opens once every reader has started and the first load is waiting. The page reads the
+/// store saw, each reader's result, and the cache counters.
+async fn cold_page_read_together(
+    readers: usize,
+    fail_first: bool,
+) -> (u64, Vec<Result<Bytes>>, CacheStatsSnapshot) {
+    let repo = gated_pages(fail_first);
+    let service = UserService::new(
+        repo.clone(),
+        Arc::new(InMemoryCache::new()),
+        ServiceConfig::default(),
+    );
+    for i in 0..3 {
+        create(&service, "Ada", &format!("ada{i}@example.com")).await;
+    }
+    repo.open.send_replace(false);
+    let started = Arc::new(AtomicU64::new(0));
+    let reads: Vec<_> = (0..readers)
+        .map(|_| {
+            let (service, started) = (service.clone(), started.clone());
+            tokio::spawn(async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                let page = PageRequest::new(Some(10), None).unwrap();
+                service.list_users_json(page).await.map(|p| p.body)
+            })
+        })
+        .collect();
+    while started.load(Ordering::SeqCst) < readers as u64 || repo.loads.load(Ordering::SeqCst) == 0
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Time for every started reader to reach the cache and the store.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    repo.open.send_replace(true);
+    let mut results = Vec::new();
+    for read in reads {
+        results.push(read.await.unwrap());
+    }
+    (
+        repo.loads.load(Ordering::SeqCst),
+        results,
+        service.cache_stats(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_missing_the_same_key_together_cause_one_store_read() {
+    let (loads, results, stats) = cold_page_read_together(50, false).await;
+    let bodies: Vec<Bytes> = results.into_iter().map(Result::unwrap).collect();
+    assert!(
+        bodies.iter().all(|b| b == &bodies[0]),
+        "every reader got the same page"
+    );
+    assert_eq!(loads, 1, "one page read reached the store: {stats:?}");
+    assert_eq!(stats.misses, 1, "{stats:?}");
+    assert_eq!(
+        stats.shared + hits(stats),
+        49,
+        "the others took its entry: {stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_one_store_read_fails_only_its_reader_fails() {
+    let (loads, results, stats) = cold_page_read_together(20, true).await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    assert_eq!(
+        failed, 1,
+        "only the reader whose store read failed fails: {stats:?}"
+    );
+    // The waiting readers were let go empty-handed and read again (together, one of them from
+    // the store).
+    assert!(loads >= 2, "the others read the store again: {loads}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_page_in_memory_is_served_while_one_reader_refreshes_it() {
+    let repo = gated_pages(false);
+    let config = ServiceConfig {
+        cache_ttl: Duration::from_millis(300),
+        local_cache_check: Duration::from_millis(10),
+        ..ServiceConfig::default()
+    };
+    let service = UserService::new(repo.clone(), Arc::new(InMemoryCache::new()), config);
+    create(&service, "Ada", "ada@example.com").await;
+    let page = PageRequest::new(Some(10), None).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while service.cache_stats().local_hits == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "memory never served the page"
+        );
+        service.list_users_json(page).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let page_body = service.list_users_json(page).await.unwrap().body;
+
+    // Past the TTL, in memory and in the shared cache; the store holds page reads.
+    repo.open.send_replace(false);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let loads = repo.loads.load(Ordering::SeqCst);
+    let refresh = tokio::spawn({
+        let service = service.clone();
+        async move { service.list_users_json(page).await.map(|p| p.body) }
+    });
+    while repo.loads.load(Ordering::SeqCst) == loads {
+        assert!(
+            std::time::Instant::now() < deadline + Duration::from_secs(5),
+            "no refresh"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // One reader waits for the store; everyone else gets the page at once.
+    for _ in 0..20 {
+        let read = tokio::time::timeout(Duration::from_secs(1), service.list_users_json(page));
+        let body = read
+            .await
+            .expect("served while the refresh waits")
+            .unwrap()
+            .body;
+        assert_eq!(body, page_body);
+    }
+    assert_eq!(repo.loads.load(Ordering::SeqCst), loads + 1, "one refresh");
+    repo.open.send_replace(true);
+    assert_eq!(refresh.await.unwrap().unwrap(), page_body);
 }

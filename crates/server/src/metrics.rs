@@ -136,7 +136,8 @@ impl Collector for ScrapeTime {
         let stats = self.service.cache_stats();
         let mut cache = encoder.encode_descriptor(
             "cache_operations",
-            "Cache reads by result (memory_hit: from this process's memory; hit: from Redis; miss, \
+            "Cache reads by result (memory_hit: from this process's memory; hit: from Redis; miss: \
+             loaded from PostgreSQL; shared: a miss answered by the load of the same key in flight; \
              bypass) and failed cache calls (error)",
             None,
             MetricType::Counter,
@@ -145,6 +146,7 @@ impl Collector for ScrapeTime {
             ("memory_hit", stats.local_hits),
             ("hit", stats.hits),
             ("miss", stats.misses),
+            ("shared", stats.shared),
             ("bypass", stats.bypassed),
             ("error", stats.errors),
         ] {

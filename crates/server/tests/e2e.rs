@@ -728,3 +728,81 @@ async fn the_ready_subcommand_reports_the_admin_listeners_readiness() {
     }
     assert!(!ready(free_port()).status.success(), "nothing listening");
 }
+
+/// Readers of one page the cache does not hold, arriving together: one PostgreSQL read, the
+/// others take its entry (`shared`). Before, each reader loaded the page itself, and a hot page's
+/// expiry at 10 000 connections queued thousands of the same read on the pool
+/// (docs/performance.md).
+#[tokio::test(flavor = "multi_thread")]
+async fn readers_of_one_cold_page_together_cause_one_postgresql_read() {
+    let pg = TestPostgres::start();
+    let database = pg.fresh_database().await;
+    let redis = TestRedis::start();
+    let patient = std::ffi::OsStr::new("20000");
+    let server = Server::start_with(
+        &TestPostgres::url(&database),
+        redis.url(),
+        &[("DATABASE_TIMEOUT_MS", patient)],
+        Stdio::inherit(),
+    );
+    let client = reqwest::Client::new();
+    for i in 0..3 {
+        let user = json!({"name": "Ada", "email": format!("ada{i}@example.com")});
+        assert_eq!(
+            post_user(&client, &server, user).await.status(),
+            StatusCode::CREATED
+        );
+    }
+    // PostgreSQL holds every read of the table until this transaction ends.
+    let mut locker = TestPostgres::client(&database).await;
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let readers = 30;
+    let reads: Vec<_> = (0..readers)
+        .map(|_| {
+            let (client, url) = (client.clone(), server.url("/users?limit=7"));
+            tokio::spawn(async move { text(&client, &url).await })
+        })
+        .collect();
+    let watcher = TestPostgres::client(&database).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no read reached the locked table"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Time for every reader to miss the cache meanwhile.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    lock.commit().await.unwrap();
+    let mut bodies = Vec::new();
+    for read in reads {
+        let (status, body) = read.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        bodies.push(body);
+    }
+    assert!(bodies.iter().all(|b| b == &bodies[0]), "one page for all");
+    let series = |result: &str| format!(r#"userstack_cache_operations_total{{result="{result}"}}"#);
+    let misses = counter(&client, &server, &series("miss")).await;
+    let shared = counter(&client, &server, &series("shared")).await;
+    let hits = cache_hits(&client, &server).await;
+    eprintln!(
+        "{readers} readers of one cold page: {misses} read PostgreSQL, {shared} took that read's entry, {hits} hit a cache"
+    );
+    assert_eq!(misses, 1, "one read of PostgreSQL");
+    assert_eq!(shared + hits, readers - 1);
+}
