@@ -31,6 +31,7 @@
 //! succeeded. Other replicas learn of such a write only through that increment, or the TTL.
 
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -40,7 +41,7 @@ use bytes::Bytes;
 use crate::cache::Cache;
 use crate::config::ServiceConfig;
 use crate::error::{Error, Result};
-use crate::flight::{self, Flights, Turn};
+use crate::flight::{self, Flights, Lead, Turn};
 use crate::increments::SharedIncrements;
 use crate::local_cache::{self, LocalCache};
 use crate::stats::{CacheStats, CacheStatsSnapshot};
@@ -199,6 +200,22 @@ impl CacheAside {
         }
     }
 
+    /// This reader's turn at loading `key` under `generation`: `Continue` with the lead if it
+    /// loads, or with nothing if the load it waited for failed (it then reads for itself);
+    /// `Break` with the entry another reader's load ended with.
+    async fn turn(&self, key: &str, generation: i64) -> ControlFlow<Entry, Option<Lead<'_>>> {
+        match self.flights.join(key, generation) {
+            Turn::Lead(first) => ControlFlow::Continue(Some(first)),
+            Turn::Wait(loading) => match flight::wait(loading).await {
+                Some(entry) => {
+                    CacheStats::count(&self.stats.shared);
+                    ControlFlow::Break(entry)
+                }
+                None => ControlFlow::Continue(None),
+            },
+        }
+    }
+
     /// The entry under `key` if it was stored under the current generation; else `load()`'s
     /// value, stored tagged with that generation when the cache is usable.
     pub(crate) async fn read_through<T, Fut>(
@@ -236,14 +253,9 @@ impl CacheAside {
                 // be; the others wait for its entry instead of one read each.
                 None => {
                     if let Some(vouched) = self.local.current() {
-                        match self.flights.join(key, vouched) {
-                            Turn::Lead(first) => lead = Some(first),
-                            Turn::Wait(loading) => {
-                                if let Some(entry) = flight::wait(loading).await {
-                                    CacheStats::count(&self.stats.shared);
-                                    return Ok(Fetched::Hit(entry));
-                                }
-                            }
+                        match self.turn(key, vouched).await {
+                            ControlFlow::Break(entry) => return Ok(Fetched::Hit(entry)),
+                            ControlFlow::Continue(first) => lead = first,
                         }
                     }
                 }
@@ -282,14 +294,9 @@ impl CacheAside {
         if lead.is_none()
             && let Some(current) = generation
         {
-            match self.flights.join(key, current) {
-                Turn::Lead(first) => lead = Some(first),
-                Turn::Wait(loading) => {
-                    if let Some(entry) = flight::wait(loading).await {
-                        CacheStats::count(&self.stats.shared);
-                        return Ok(Fetched::Hit(entry));
-                    }
-                }
+            match self.turn(key, current).await {
+                ControlFlow::Break(entry) => return Ok(Fetched::Hit(entry)),
+                ControlFlow::Continue(first) => lead = first,
             }
         }
         if generation.is_some() {
