@@ -138,6 +138,20 @@ pub(crate) async fn wait(mut entry: watch::Receiver<Option<Entry>>) -> Option<En
 mod tests {
     use super::*;
 
+    fn leads<'a>(turn: Turn<'a>, why: &str) -> Lead<'a> {
+        match turn {
+            Turn::Lead(lead) => lead,
+            Turn::Wait(_) => panic!("{why}: expected to load, was told to wait"),
+        }
+    }
+
+    fn waits(turn: Turn<'_>, why: &str) -> watch::Receiver<Option<Entry>> {
+        match turn {
+            Turn::Wait(loading) => loading,
+            Turn::Lead(_) => panic!("{why}: expected to wait, was told to load"),
+        }
+    }
+
     fn entry(generation: i64) -> Entry {
         Entry {
             generation,
@@ -149,15 +163,15 @@ mod tests {
     #[tokio::test]
     async fn readers_of_the_same_generation_wait_for_the_first() {
         let flights = Flights::default();
-        let Turn::Lead(lead) = flights.join("k", 3) else {
-            panic!("the first reader loads")
-        };
-        let Turn::Wait(same) = flights.join("k", 3) else {
-            panic!("a reader of the same generation waits")
-        };
-        let Turn::Wait(older) = flights.join("k", 2) else {
-            panic!("a reader of an older generation waits")
-        };
+        let lead = leads(flights.join("k", 3), "the first reader loads");
+        let same = waits(
+            flights.join("k", 3),
+            "a reader of the same generation waits",
+        );
+        let older = waits(
+            flights.join("k", 2),
+            "a reader of an older generation waits",
+        );
         let waiting = tokio::spawn(async move { (wait(same).await, wait(older).await) });
         lead.finish(&entry(3));
         let (same, older) = waiting.await.unwrap();
@@ -169,16 +183,13 @@ mod tests {
     #[tokio::test]
     async fn a_reader_of_a_newer_generation_loads_and_the_older_load_leaves_its_flight() {
         let flights = Flights::default();
-        let Turn::Lead(old) = flights.join("k", 3) else {
-            panic!("the first reader loads")
-        };
-        let Turn::Lead(new) = flights.join("k", 4) else {
-            panic!("a reader that saw a write the load may predate loads itself")
-        };
+        let old = leads(flights.join("k", 3), "the first reader loads");
+        let new = leads(
+            flights.join("k", 4),
+            "a reader that saw a write the load may predate loads itself",
+        );
         old.finish(&entry(3));
-        let Turn::Wait(later) = flights.join("k", 4) else {
-            panic!("the newer load is still in flight")
-        };
+        let later = waits(flights.join("k", 4), "the newer load is still in flight");
         new.finish(&entry(4));
         assert_eq!(wait(later).await, Some(entry(4)));
         assert!(
@@ -190,12 +201,8 @@ mod tests {
     #[tokio::test]
     async fn a_failed_load_releases_its_waiters_empty_handed() {
         let flights = Flights::default();
-        let Turn::Lead(lead) = flights.join("k", 1) else {
-            panic!("the first reader loads")
-        };
-        let Turn::Wait(waiter) = flights.join("k", 1) else {
-            panic!("waits")
-        };
+        let lead = leads(flights.join("k", 1), "the first reader loads");
+        let waiter = waits(flights.join("k", 1), "waits");
         drop(lead);
         assert_eq!(wait(waiter).await, None);
         assert!(

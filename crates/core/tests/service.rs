@@ -737,7 +737,9 @@ async fn cold_page_read_together(
     repo.open.send_replace(true);
     let mut results = Vec::new();
     for read in reads {
-        results.push(read.await.unwrap());
+        // A reader left waiting for a load that ended fails here instead of hanging the test.
+        let read = tokio::time::timeout(Duration::from_secs(10), read).await;
+        results.push(read.expect("every reader answers").unwrap());
     }
     (
         repo.loads.load(Ordering::SeqCst),
