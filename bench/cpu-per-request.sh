@@ -66,7 +66,12 @@ fi
 export WRK_OUT=/dev/null # wrk.lua's JSON result: not needed here
 # shellcheck source=bench/server.sh
 . "$here/server.sh"
-start_server "$bin" DATABASE_POOL_SIZE=16 REDIS_URL="$redis" REDIS_KEY_PREFIX="$run:" "${extra[@]}"
+if (($(ulimit -n) < conns + 200)); then
+    ulimit -n "$(ulimit -Hn)"
+fi
+# The connection cap and the in-flight bound above CONNECTIONS, as bench/run.sh's sweep sets them.
+start_server "$bin" DATABASE_POOL_SIZE=16 REDIS_URL="$redis" REDIS_KEY_PREFIX="$run:" \
+    MAX_CONNECTIONS=$((conns + 100)) MAX_IN_FLIGHT=$((conns + 100)) "${extra[@]}"
 pid=$server_pid port=$server_port
 curl -fs "http://127.0.0.1:$port/users" >/dev/null
 wrk -t"$threads" -c"$conns" -d1s "${script[@]}" "http://127.0.0.1:$port$path" "${warmup_args[@]}" >/dev/null

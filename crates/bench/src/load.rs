@@ -108,6 +108,9 @@ pub(crate) struct Measurement {
     pub(crate) errors: u64,
     /// Server CPU time per request, microseconds.
     pub(crate) us_per_req: Option<f64>,
+    /// The load generator's CPU time per request, microseconds: on two shared cores, what it
+    /// spends more per request is taken from the server.
+    pub(crate) load_us_per_req: Option<f64>,
     pub(crate) cores: Cores,
     /// Share of cache reads Redis answered; `None` when the path read no cache.
     pub(crate) hit_rate: Option<f64>,
@@ -326,6 +329,8 @@ impl Bench {
             .server
             .filter(|_| requests > 0)
             .map(|_| t.cpu[0] as f64 / self.hz * 1e6 / requests as f64);
+        let load_us_per_req =
+            (requests > 0).then(|| t.cpu[3] as f64 / self.hz * 1e6 / requests as f64);
         let (hit_rate, memory_rate, cache_errors) = match (t.cache_before, cache_after) {
             (Some(b), Some(a)) => {
                 let d: Vec<u64> = (0..6).map(|i| a[i].saturating_sub(b[i])).collect();
@@ -350,6 +355,7 @@ impl Bench {
             requests,
             errors,
             us_per_req,
+            load_us_per_req,
             cores,
             hit_rate,
             memory_rate,

@@ -351,13 +351,14 @@ impl Report {
                 ("mem", 4, true),
                 ("c.err", 5, true),
                 ("server RSS MiB", 14, true),
+                ("us/req srv/wrk", 14, true),
             ],
         );
         for s in &self.sweep {
             let m = &s.measurement;
             let _ = writeln!(
                 w,
-                "| {:<18} | {:>6} | {:>7.0} | {:>10.2} | {:>7.2} | {:>7.2} | {:>8.2} | {:>6} | {:<16} | {:>4} | {:>5} | {:>14} |",
+                "| {:<18} | {:>6} | {:>7.0} | {:>10.2} | {:>7.2} | {:>7.2} | {:>8.2} | {:>6} | {:<16} | {:>4} | {:>5} | {:>14} | {:>14} |",
                 s.path,
                 m.connections,
                 m.rps,
@@ -369,7 +370,8 @@ impl Report {
                 error_kinds(&m.runs),
                 percent(m.memory_rate),
                 count(m.cache_errors),
-                opt(m.rss_peak_mib, 1)
+                opt(m.rss_peak_mib, 1),
+                cpu_split(m)
             );
         }
         let _ = writeln!(
@@ -385,7 +387,9 @@ impl Report {
              the floor of a hyper server.\n\
              nginx, GET / file and page file: the nginx above serving GET /'s bytes and the warm page's\n\
              bytes as files: what many connections cost a server with its answer ready, on this machine.\n\
-             RSS: of the process and its children (nginx's workers)."
+             RSS: of the process and its children (nginx's workers).\n\
+             us/req srv/wrk: CPU time per request of the server (nginx: its workers) and of wrk. They\n\
+             share two cores: what either spends more per request at a step is taken from the rate."
         );
 
         let _ = writeln!(
@@ -543,8 +547,15 @@ impl Report {
                     .ratio_range()
                     .map(|(low, high)| format!(" ({low:.2}-{high:.2} over {} pairs)", l.runs.len()))
                     .unwrap_or_default();
+                // What each request cost the two cores beside what it cost at the first step,
+                // in the runs taken in turns: where the rate went.
+                let cpu = last
+                    .reference
+                    .as_ref()
+                    .map(|r| format!(" [us/req srv/wrk {} vs {}]", cpu_split(l), cpu_split(r)))
+                    .unwrap_or_default();
                 let rate = format!(
-                    "{path} at {} connections: {} errors, {r:.2} x{pairs} the {}-connection rate (>= 0.8)",
+                    "{path} at {} connections: {} errors, {r:.2} x{pairs} the {}-connection rate (>= 0.8){cpu}",
                     l.connections, l.errors, f.connections
                 );
                 // hyper alone and nginx are not ours to meet: they show what the goal's rate
@@ -620,6 +631,11 @@ fn table_header(w: &mut String, columns: &[(&str, usize, bool)]) {
         }
     }
     let _ = writeln!(w, "{head}\n{sep}");
+}
+
+/// CPU time per request of the server and of the load generator, in microseconds: `16/13`.
+fn cpu_split(m: &Measurement) -> String {
+    format!("{}/{}", opt(m.us_per_req, 0), opt(m.load_us_per_req, 0))
 }
 
 /// A count, or `-` where it does not apply.
@@ -736,6 +752,7 @@ mod tests {
             requests: 0,
             errors: 0,
             us_per_req: None,
+            load_us_per_req: None,
             cores: Default::default(),
             hit_rate: None,
             memory_rate: None,
@@ -796,18 +813,18 @@ mod tests {
     #[test]
     fn the_sweep_goals_read_ours_beside_nginx_at_the_same_step() {
         let step = |path, conns, rps: f64, reference: Option<f64>| {
-            let at = |rps| Measurement {
+            // CPU per request grows with the connections, the server's and wrk's alike.
+            let at = |rps, conns| Measurement {
                 connections: conns,
                 rss_peak_mib: Some(50.0),
+                us_per_req: Some(f64::from(conns).log2() * 2.0),
+                load_us_per_req: Some(f64::from(conns).log2()),
                 ..measured(&[rps])
             };
             SweepRow {
                 path,
-                measurement: at(rps),
-                reference: reference.map(|r| Measurement {
-                    connections: 64,
-                    ..at(r)
-                }),
+                measurement: at(rps, conns),
+                reference: reference.map(|r| at(r, 64)),
             }
         };
         let mut report = Report::new("test", Path::new("/nonexistent"), Path::new("/"));
@@ -833,6 +850,14 @@ mod tests {
         let ours = line(SWEEP_ROOT);
         assert!(ours.contains("0.70 x the 64-connection rate"), "{ours}");
         assert!(ours.contains("(1.05 x nginx's rate here)"), "{ours}");
+        // The CPU per request at this step beside the run of the first step taken with it.
+        assert!(ours.contains("[us/req srv/wrk 27/13 vs 12/6]"), "{ours}");
+        let table = report.render();
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("| GET /              |  10000 |"))
+            .unwrap_or_else(|| panic!("{table}"));
+        assert!(row.ends_with("|          27/13 |"), "{row}");
         assert!(ours.ends_with("NOT met"), "{ours}");
         let nginx = line(SWEEP_NGINX_ROOT);
         assert!(nginx.contains("0.50 x the 64-connection rate"), "{nginx}");
