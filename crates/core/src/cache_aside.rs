@@ -233,6 +233,8 @@ impl CacheAside {
         // an overloaded process's own calls time out because it runs them late, and letting
         // those withdraw memory sent every read to Redis when the process was busiest.
         let mut lead = None;
+        // An entry past its TTL that this reader refreshes: still the answer if the refresh fails.
+        let mut expired = None;
         if self.caught_up() {
             match self.local.lookup(key) {
                 Some((entry, false)) => {
@@ -242,7 +244,7 @@ impl CacheAside {
                 // Past its TTL: one reader refreshes it; the others are served it meanwhile, so
                 // that a hot key's expiry holds no request up (`crate::flight`).
                 Some((entry, true)) => match self.flights.join(key, entry.generation) {
-                    Turn::Lead(first) => lead = Some(first),
+                    Turn::Lead(first) => (lead, expired) = (Some(first), Some(entry)),
                     Turn::Wait(_) => {
                         CacheStats::count(&self.stats.local_hits);
                         return Ok(Fetched::Hit(entry));
@@ -302,7 +304,24 @@ impl CacheAside {
         if generation.is_some() {
             CacheStats::count(&self.stats.misses);
         }
-        let value = load().await?;
+        let value = match load().await {
+            Ok(value) => value,
+            // The readers served the expired entry meanwhile were right to be: unless a write
+            // has made it stale since (the cache showed a newer generation, or memory has heard
+            // of one), it is still the last state of the key known, and a store that is down or
+            // slow should not turn it into an error for the one reader that refreshes it.
+            Err(e) => match expired {
+                Some(entry)
+                    if generation.is_none_or(|g| g == entry.generation)
+                        && self.caught_up()
+                        && self.local.current() == Some(entry.generation) =>
+                {
+                    CacheStats::count(&self.stats.expired);
+                    return Ok(Fetched::Hit(entry));
+                }
+                _ => return Err(e),
+            },
+        };
         let Some(generation) = generation else {
             // The cache failed or is bypassed. A reader leading since memory vouched for the
             // flight's generation loaded after that moment: its value is as fresh as a

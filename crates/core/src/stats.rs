@@ -9,6 +9,7 @@ pub(crate) struct CacheStats {
     pub(crate) local_hits: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) shared: AtomicU64,
+    pub(crate) expired: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) bypassed: AtomicU64,
 }
@@ -25,6 +26,9 @@ pub struct CacheStatsSnapshot {
     /// Reads the cache could not answer, answered by another read's load of the same key that
     /// was in flight (one load per key at a time).
     pub shared: u64,
+    /// Reads answered from this process's memory by an entry past its TTL, because the read
+    /// that was refreshing it failed in the store (counted as a miss or a bypass first).
+    pub expired: u64,
     /// Cache calls that failed or timed out.
     pub errors: u64,
     /// Reads that skipped the cache because it had failed recently.
@@ -44,6 +48,7 @@ impl CacheStats {
             local_hits: self.local_hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             shared: self.shared.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             bypassed: self.bypassed.load(Ordering::Relaxed),
             local_bytes: 0,

@@ -1,7 +1,7 @@
 //! The service's cache-aside behaviour, with in-memory adapters that can be switched into failure.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -656,12 +656,13 @@ async fn memory_still_answers_while_a_slow_cache_call_has_the_cache_bypassed() {
 }
 
 /// A store whose page reads wait at a gate (counted as they arrive), and whose first page read
-/// may fail.
+/// may fail, or all of them while `failing` is set.
 struct GatedPages {
     inner: InMemoryUserRepository,
     open: tokio::sync::watch::Sender<bool>,
     loads: AtomicU64,
     fail_first: bool,
+    failing: AtomicBool,
 }
 
 #[async_trait]
@@ -677,6 +678,9 @@ impl UserRepository for GatedPages {
         let _ = self.open.subscribe().wait_for(|open| *open).await;
         if nth == 0 && self.fail_first {
             return Err(Error::store_unavailable("the first page read fails"));
+        }
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(Error::store_unavailable("page reads fail"));
         }
         self.inner.list(page).await
     }
@@ -697,6 +701,7 @@ fn gated_pages(fail_first: bool) -> Arc<GatedPages> {
         open: tokio::sync::watch::Sender::new(true),
         loads: AtomicU64::new(0),
         fail_first,
+        failing: AtomicBool::new(false),
     })
 }
 
@@ -778,15 +783,22 @@ async fn when_the_one_store_read_fails_only_its_reader_fails() {
     assert!(loads >= 2, "the others read the store again: {loads}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_page_in_memory_is_served_while_one_reader_refreshes_it() {
-    let repo = gated_pages(false);
+/// TTL of the entries of [`page_in_memory`].
+const SHORT_TTL: Duration = Duration::from_millis(300);
+
+/// A service over `repo` and `cache` whose entries live [`SHORT_TTL`], memory checked every
+/// `check`, with one user and a page of it served from memory: the page and its body.
+async fn page_in_memory(
+    repo: Arc<GatedPages>,
+    cache: Arc<InMemoryCache>,
+    check: Duration,
+) -> (UserService, PageRequest, Bytes) {
     let config = ServiceConfig {
-        cache_ttl: Duration::from_millis(300),
-        local_cache_check: Duration::from_millis(10),
+        cache_ttl: SHORT_TTL,
+        local_cache_check: check,
         ..ServiceConfig::default()
     };
-    let service = UserService::new(repo.clone(), Arc::new(InMemoryCache::new()), config);
+    let service = UserService::new(repo, cache, config);
     create(&service, "Ada", "ada@example.com").await;
     let page = PageRequest::new(Some(10), None).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -798,11 +810,26 @@ async fn an_expired_page_in_memory_is_served_while_one_reader_refreshes_it() {
         service.list_users_json(page).await.unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let page_body = service.list_users_json(page).await.unwrap().body;
+    let body = service.list_users_json(page).await.unwrap().body;
+    (service, page, body)
+}
+
+/// Past the TTL (in memory and in the shared cache), within the time an expired entry is kept.
+async fn past_the_ttl() {
+    tokio::time::sleep(SHORT_TTL + Duration::from_millis(50)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_page_in_memory_is_served_while_one_reader_refreshes_it() {
+    let repo = gated_pages(false);
+    let cache = Arc::new(InMemoryCache::new());
+    let (service, page, page_body) =
+        page_in_memory(repo.clone(), cache, Duration::from_millis(10)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
 
     // Past the TTL, in memory and in the shared cache; the store holds page reads.
     repo.open.send_replace(false);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    past_the_ttl().await;
     let loads = repo.loads.load(Ordering::SeqCst);
     let refresh = tokio::spawn({
         let service = service.clone();
@@ -828,4 +855,71 @@ async fn an_expired_page_in_memory_is_served_while_one_reader_refreshes_it() {
     assert_eq!(repo.loads.load(Ordering::SeqCst), loads + 1, "one refresh");
     repo.open.send_replace(true);
     assert_eq!(refresh.await.unwrap().unwrap(), page_body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_page_is_still_served_when_its_refresh_fails_in_the_store() {
+    let repo = gated_pages(false);
+    let cache = Arc::new(InMemoryCache::new());
+    let (service, page, page_body) =
+        page_in_memory(repo.clone(), cache, Duration::from_millis(10)).await;
+    repo.failing.store(true, Ordering::SeqCst);
+    past_the_ttl().await;
+    let loads = repo.loads.load(Ordering::SeqCst);
+
+    // The reader that refreshes it meets the store's failure; it gets the page all the same.
+    let body = service
+        .list_users_json(page)
+        .await
+        .expect("the expired page");
+    assert_eq!(body.body, page_body);
+    assert_eq!(
+        repo.loads.load(Ordering::SeqCst),
+        loads + 1,
+        "it did refresh"
+    );
+    assert_eq!(service.cache_stats().expired, 1);
+    // Twice the TTL after it was stored, the entry is gone: the store's failure is the answer.
+    tokio::time::sleep(SHORT_TTL).await;
+    let gone = service.list_users_json(page).await;
+    assert!(
+        matches!(gone, Err(Error::StoreUnavailable(_))),
+        "{:?}",
+        gone.map(|p| p.body)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_page_a_write_made_stale_is_not_served_when_its_refresh_fails() {
+    let repo = gated_pages(false);
+    let cache = Arc::new(InMemoryCache::new());
+    // Memory checks the generation every 30 s: only the cache's answer can tell it of a write.
+    let (service, page, _) =
+        page_in_memory(repo.clone(), cache.clone(), Duration::from_secs(30)).await;
+    // What a write on another replica leaves while its announcement has not arrived here: a
+    // newer generation in the shared cache (the key is crate::cache_aside::GENERATION_KEY).
+    let generation = cache.get_many(&["users:generation"]).await.unwrap();
+    let newer = std::str::from_utf8(generation[0].as_deref().unwrap())
+        .unwrap()
+        .parse::<i64>()
+        .unwrap()
+        + 1;
+    cache
+        .set(
+            "users:generation",
+            newer.to_string().as_bytes(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    repo.failing.store(true, Ordering::SeqCst);
+    past_the_ttl().await;
+
+    let read = service.list_users_json(page).await;
+    assert!(
+        matches!(read, Err(Error::StoreUnavailable(_))),
+        "a page older than the cache's generation was served: {:?}",
+        read.map(|p| p.body)
+    );
+    assert_eq!(service.cache_stats().expired, 0);
 }

@@ -138,7 +138,8 @@ impl Collector for ScrapeTime {
             "cache_operations",
             "Cache reads by result (memory_hit: from this process's memory; hit: from Redis; miss: \
              loaded from PostgreSQL; shared: a miss answered by the load of the same key in flight; \
-             bypass) and failed cache calls (error)",
+             expired: an entry past its TTL served from memory because its refresh failed; bypass) \
+             and failed cache calls (error)",
             None,
             MetricType::Counter,
         )?;
@@ -147,6 +148,7 @@ impl Collector for ScrapeTime {
             ("hit", stats.hits),
             ("miss", stats.misses),
             ("shared", stats.shared),
+            ("expired", stats.expired),
             ("bypass", stats.bypassed),
             ("error", stats.errors),
         ] {

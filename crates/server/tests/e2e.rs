@@ -806,3 +806,65 @@ async fn readers_of_one_cold_page_together_cause_one_postgresql_read() {
     assert_eq!(misses, 1, "one read of PostgreSQL");
     assert_eq!(shared + hits, readers - 1);
 }
+
+/// A hot page whose refresh fails in PostgreSQL (its table locked past the store's deadline)
+/// is still served from memory until it is twice its TTL old, and counted `expired`; before, the
+/// one reader that refreshed it got a 503 in each TTL while every other reader got the page.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hot_page_is_served_past_its_ttl_while_postgresql_fails_its_refresh() {
+    let pg = TestPostgres::start();
+    let database = pg.fresh_database().await;
+    let redis = TestRedis::start();
+    let server = Server::start_with(
+        &TestPostgres::url(&database),
+        redis.url(),
+        &[
+            ("CACHE_TTL_SECS", std::ffi::OsStr::new("1")),
+            ("DATABASE_TIMEOUT_MS", std::ffi::OsStr::new("300")),
+            ("DATABASE_STATEMENT_TIMEOUT_MS", std::ffi::OsStr::new("250")),
+        ],
+        Stdio::inherit(),
+    );
+    let client = reqwest::Client::new();
+    let user = json!({"name": "Ada", "email": "ada@example.com"});
+    assert_eq!(
+        post_user(&client, &server, user).await.status(),
+        StatusCode::CREATED
+    );
+    let url = server.url("/users?limit=7");
+    let series = |result: &str| format!(r#"userstack_cache_operations_total{{result="{result}"}}"#);
+    // The page is stored by the first read after the create; memory serves it soon after.
+    let stored = Instant::now();
+    let (status, page) = text(&client, &url).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    while counter(&client, &server, &series("memory_hit")).await == 0 {
+        assert!(
+            stored.elapsed() < Duration::from_millis(800),
+            "memory did not serve the page within its TTL"
+        );
+        assert_eq!(text(&client, &url).await, (StatusCode::OK, page.clone()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // PostgreSQL holds every read of the table until this transaction ends: past the store's
+    // deadline, a page read fails.
+    let mut locker = TestPostgres::client(&database).await;
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    // Past the TTL (1 s), in memory and in Redis, and well before twice the TTL.
+    tokio::time::sleep_until((stored + Duration::from_millis(1300)).into()).await;
+    let refreshed = text(&client, &url).await;
+    assert_eq!(
+        refreshed,
+        (StatusCode::OK, page.clone()),
+        "the refresh failed"
+    );
+    assert_eq!(counter(&client, &server, &series("expired")).await, 1);
+    // Twice the TTL old, the entry is gone: the store's failure is the answer.
+    tokio::time::sleep_until((stored + Duration::from_millis(2300)).into()).await;
+    let (status, problem) = text(&client, &url).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    lock.commit().await.unwrap();
+    assert_eq!(text(&client, &url).await, (StatusCode::OK, page));
+}
