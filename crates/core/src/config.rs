@@ -7,7 +7,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     /// How long a cached user or page may be served. Invalidation is explicit, so this only
-    /// bounds memory and the damage of a missed invalidation.
+    /// bounds memory and the damage of a missed invalidation. An entry in this process's memory
+    /// is served for as long again while one reader refreshes it, or when that refresh fails.
     pub cache_ttl: Duration,
     /// Longest wait for one cache call before the service gives up on it and uses the store.
     pub cache_timeout: Duration,

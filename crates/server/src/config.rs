@@ -141,7 +141,8 @@ pub struct CacheConfig {
         default_value_t = millis(RedisSettings::default().connection_timeout)
     )]
     pub redis_connect_timeout_ms: u64,
-    /// How long a cached user or page may be served (s).
+    /// How long a cached user or page may be served (s); from memory, for as long again while
+    /// one read refreshes it or when that refresh fails.
     #[arg(
         long,
         env = "CACHE_TTL_SECS",
