@@ -786,19 +786,24 @@ async fn when_the_one_store_read_fails_only_its_reader_fails() {
 /// TTL of the entries of [`page_in_memory`].
 const SHORT_TTL: Duration = Duration::from_millis(300);
 
-/// A service over `repo` and `cache` whose entries live [`SHORT_TTL`], memory checked every
-/// `check`, with one user and a page of it served from memory: the page and its body.
-async fn page_in_memory(
+/// A service whose entries live [`SHORT_TTL`], its memory checked every `check`, with one user
+/// and a page of it served from memory.
+struct PageInMemory {
     repo: Arc<GatedPages>,
     cache: Arc<InMemoryCache>,
-    check: Duration,
-) -> (UserService, PageRequest, Bytes) {
+    service: UserService,
+    page: PageRequest,
+    body: Bytes,
+}
+
+async fn page_in_memory(check: Duration) -> PageInMemory {
+    let (repo, cache) = (gated_pages(false), Arc::new(InMemoryCache::new()));
     let config = ServiceConfig {
         cache_ttl: SHORT_TTL,
         local_cache_check: check,
         ..ServiceConfig::default()
     };
-    let service = UserService::new(repo, cache, config);
+    let service = UserService::new(repo.clone(), cache.clone(), config);
     create(&service, "Ada", "ada@example.com").await;
     let page = PageRequest::new(Some(10), None).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -811,7 +816,13 @@ async fn page_in_memory(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let body = service.list_users_json(page).await.unwrap().body;
-    (service, page, body)
+    PageInMemory {
+        repo,
+        cache,
+        service,
+        page,
+        body,
+    }
 }
 
 /// Past the TTL (in memory and in the shared cache), within the time an expired entry is kept.
@@ -821,10 +832,13 @@ async fn past_the_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_page_in_memory_is_served_while_one_reader_refreshes_it() {
-    let repo = gated_pages(false);
-    let cache = Arc::new(InMemoryCache::new());
-    let (service, page, page_body) =
-        page_in_memory(repo.clone(), cache, Duration::from_millis(10)).await;
+    let PageInMemory {
+        repo,
+        service,
+        page,
+        body: page_body,
+        ..
+    } = page_in_memory(Duration::from_millis(10)).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
 
     // Past the TTL, in memory and in the shared cache; the store holds page reads.
@@ -859,20 +873,18 @@ async fn an_expired_page_in_memory_is_served_while_one_reader_refreshes_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_page_is_still_served_when_its_refresh_fails_in_the_store() {
-    let repo = gated_pages(false);
-    let cache = Arc::new(InMemoryCache::new());
-    let (service, page, page_body) =
-        page_in_memory(repo.clone(), cache, Duration::from_millis(10)).await;
+    let memory = page_in_memory(Duration::from_millis(10)).await;
+    let (repo, service, page) = (&memory.repo, &memory.service, memory.page);
     repo.failing.store(true, Ordering::SeqCst);
     past_the_ttl().await;
     let loads = repo.loads.load(Ordering::SeqCst);
 
     // The reader that refreshes it meets the store's failure; it gets the page all the same.
-    let body = service
+    let read = service
         .list_users_json(page)
         .await
         .expect("the expired page");
-    assert_eq!(body.body, page_body);
+    assert_eq!(read.body, memory.body);
     assert_eq!(
         repo.loads.load(Ordering::SeqCst),
         loads + 1,
@@ -891,11 +903,14 @@ async fn an_expired_page_is_still_served_when_its_refresh_fails_in_the_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_page_a_write_made_stale_is_not_served_when_its_refresh_fails() {
-    let repo = gated_pages(false);
-    let cache = Arc::new(InMemoryCache::new());
     // Memory checks the generation every 30 s: only the cache's answer can tell it of a write.
-    let (service, page, _) =
-        page_in_memory(repo.clone(), cache.clone(), Duration::from_secs(30)).await;
+    let PageInMemory {
+        repo,
+        cache,
+        service,
+        page,
+        ..
+    } = page_in_memory(Duration::from_secs(30)).await;
     // What a write on another replica leaves while its announcement has not arrived here: a
     // newer generation in the shared cache (the key is crate::cache_aside::GENERATION_KEY).
     let generation = cache.get_many(&["users:generation"]).await.unwrap();
