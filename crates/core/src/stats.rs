@@ -27,7 +27,8 @@ pub struct CacheStatsSnapshot {
     /// was in flight (one load per key at a time).
     pub shared: u64,
     /// Reads answered from this process's memory by an entry past its TTL, because the read
-    /// that was refreshing it failed in the store (counted as a miss or a bypass first).
+    /// that was refreshing it failed in the store (its cache read counted too: a miss, a bypass
+    /// or a failed call).
     pub expired: u64,
     /// Cache calls that failed or timed out.
     pub errors: u64,

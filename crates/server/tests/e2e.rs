@@ -143,14 +143,15 @@ async fn counter(client: &reqwest::Client, server: &Server, series: &str) -> u64
         .unwrap()
 }
 
+/// The server's cache reads that ended in `result` (`hit`, `miss`, `shared`, ...).
+async fn cache_reads(client: &reqwest::Client, server: &Server, result: &str) -> u64 {
+    let series = format!(r#"userstack_cache_operations_total{{result="{result}"}}"#);
+    counter(client, server, &series).await
+}
+
 /// Reads a cache answered, from Redis or from the server's memory.
 async fn cache_hits(client: &reqwest::Client, server: &Server) -> u64 {
-    let mut hits = 0;
-    for result in ["hit", "memory_hit"] {
-        let series = format!(r#"userstack_cache_operations_total{{result="{result}"}}"#);
-        hits += counter(client, server, &series).await;
-    }
-    hits
+    cache_reads(client, server, "hit").await + cache_reads(client, server, "memory_hit").await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -796,9 +797,8 @@ async fn readers_of_one_cold_page_together_cause_one_postgresql_read() {
         bodies.push(body);
     }
     assert!(bodies.iter().all(|b| b == &bodies[0]), "one page for all");
-    let series = |result: &str| format!(r#"userstack_cache_operations_total{{result="{result}"}}"#);
-    let misses = counter(&client, &server, &series("miss")).await;
-    let shared = counter(&client, &server, &series("shared")).await;
+    let misses = cache_reads(&client, &server, "miss").await;
+    let shared = cache_reads(&client, &server, "shared").await;
     let hits = cache_hits(&client, &server).await;
     eprintln!(
         "{readers} readers of one cold page: {misses} read PostgreSQL, {shared} took that read's entry, {hits} hit a cache"
@@ -832,12 +832,11 @@ async fn a_hot_page_is_served_past_its_ttl_while_postgresql_fails_its_refresh() 
         StatusCode::CREATED
     );
     let url = server.url("/users?limit=7");
-    let series = |result: &str| format!(r#"userstack_cache_operations_total{{result="{result}"}}"#);
     // The page is stored by the first read after the create; memory serves it soon after.
     let stored = Instant::now();
     let (status, page) = text(&client, &url).await;
     assert_eq!(status, StatusCode::OK, "{page}");
-    while counter(&client, &server, &series("memory_hit")).await == 0 {
+    while cache_reads(&client, &server, "memory_hit").await == 0 {
         assert!(
             stored.elapsed() < Duration::from_millis(800),
             "memory did not serve the page within its TTL"
@@ -860,7 +859,7 @@ async fn a_hot_page_is_served_past_its_ttl_while_postgresql_fails_its_refresh() 
         (StatusCode::OK, page.clone()),
         "the refresh failed"
     );
-    assert_eq!(counter(&client, &server, &series("expired")).await, 1);
+    assert_eq!(cache_reads(&client, &server, "expired").await, 1);
     // Twice the TTL old, the entry is gone: the store's failure is the answer.
     tokio::time::sleep_until((stored + Duration::from_millis(2300)).into()).await;
     let (status, problem) = text(&client, &url).await;
