@@ -111,6 +111,15 @@ pub(crate) struct Measurement {
     /// The load generator's CPU time per request, microseconds: on two shared cores, what it
     /// spends more per request is taken from the server.
     pub(crate) load_us_per_req: Option<f64>,
+    /// TCP segments the machine sent per request (each once: over loopback they are also the
+    /// segments received): a request and its response are two; the rest are ACKs on their own.
+    pub(crate) tcp_segments_per_req: Option<f64>,
+    /// Of those, delayed ACKs per request: sent when a segment had waited for an answer to ride
+    /// on (about 40 ms or more) and none came.
+    pub(crate) delayed_acks_per_req: Option<f64>,
+    /// Handshakes dropped because a listener's accept queue was full, per run: each waits a
+    /// second or more for its retry, its connection idle meanwhile.
+    pub(crate) listen_overflows_per_run: Option<f64>,
     pub(crate) cores: Cores,
     /// Share of cache reads Redis answered; `None` when the path read no cache.
     pub(crate) hit_rate: Option<f64>,
@@ -147,6 +156,8 @@ impl<'a> Subject<'a> {
 struct Tally {
     runs: Vec<Run>,
     cpu: [u64; 5],
+    /// The machine's TCP counters (`procs::tcp_counters`) over the runs; `None` if unreadable.
+    tcp: Option<[u64; 3]>,
     seconds: f64,
     cache_before: Option<[u64; 6]>,
     sampler: Sampler,
@@ -248,6 +259,7 @@ impl Bench {
             tallies.push(Tally {
                 runs: Vec::new(),
                 cpu: [0; 5],
+                tcp: Some([0; 3]),
                 seconds: 0.0,
                 cache_before: self.cache_counts(s.watch).await,
                 sampler: Sampler::start(self, s.watch),
@@ -256,6 +268,7 @@ impl Bench {
         for slice in 1..=repeats {
             for (s, tally) in subjects.iter().zip(&mut tallies) {
                 let cpu_before = self.cpu(s.watch);
+                let tcp_before = procs::tcp_counters();
                 let started = Instant::now();
                 let run = self
                     .run(s.load, slice, repeats + 1, self.duration)
@@ -263,6 +276,12 @@ impl Bench {
                     .with_context(|| format!("{}: run {slice}", s.label))?;
                 tally.seconds += started.elapsed().as_secs_f64();
                 let cpu_after = self.cpu(s.watch);
+                tally.tcp = match (tally.tcp, tcp_before, procs::tcp_counters()) {
+                    (Some(sum), Some(before), Some(after)) => {
+                        Some([0, 1, 2].map(|i| sum[i] + after[i].saturating_sub(before[i])))
+                    }
+                    _ => None,
+                };
                 for (sum, (after, before)) in
                     tally.cpu.iter_mut().zip(cpu_after.iter().zip(cpu_before))
                 {
@@ -331,6 +350,11 @@ impl Bench {
             .map(|_| t.cpu[0] as f64 / self.hz * 1e6 / requests as f64);
         let load_us_per_req =
             (requests > 0).then(|| t.cpu[3] as f64 / self.hz * 1e6 / requests as f64);
+        let per_req = |i: usize| {
+            t.tcp
+                .filter(|_| requests > 0)
+                .map(|tcp| tcp[i] as f64 / requests as f64)
+        };
         let (hit_rate, memory_rate, cache_errors) = match (t.cache_before, cache_after) {
             (Some(b), Some(a)) => {
                 let d: Vec<u64> = (0..6).map(|i| a[i].saturating_sub(b[i])).collect();
@@ -356,6 +380,12 @@ impl Bench {
             errors,
             us_per_req,
             load_us_per_req,
+            tcp_segments_per_req: per_req(0),
+            delayed_acks_per_req: per_req(1),
+            listen_overflows_per_run: t
+                .tcp
+                .filter(|_| !runs.is_empty())
+                .map(|tcp| tcp[2] as f64 / runs.len() as f64),
             cores,
             hit_rate,
             memory_rate,

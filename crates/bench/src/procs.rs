@@ -184,6 +184,32 @@ pub(crate) fn machine_ticks() -> u64 {
         .sum()
 }
 
+/// The machine's TCP counters so far: segments sent (`/proc/net/snmp`, `Tcp: OutSegs`),
+/// delayed ACKs sent when their timer ran out and handshakes dropped because a listener's
+/// accept queue was full (`/proc/net/netstat`, `TcpExt: DelayedACKs`, `ListenOverflows`);
+/// `None` where the kernel does not show them. Every segment over loopback is sent once and
+/// received once on this machine, so the first counts each segment once.
+pub(crate) fn tcp_counters() -> Option<[u64; 3]> {
+    Some([
+        net_counter("/proc/net/snmp", "Tcp:", "OutSegs")?,
+        net_counter("/proc/net/netstat", "TcpExt:", "DelayedACKs")?,
+        net_counter("/proc/net/netstat", "TcpExt:", "ListenOverflows")?,
+    ])
+}
+
+/// One counter of a `/proc/net` table, where each section is a line of names followed by a
+/// line of values, both starting with `section`.
+fn net_counter(file: &str, section: &str, name: &str) -> Option<u64> {
+    counter_in(&std::fs::read_to_string(file).ok()?, section, name)
+}
+
+fn counter_in(text: &str, section: &str, name: &str) -> Option<u64> {
+    let mut lines = text.lines().filter(|l| l.starts_with(section));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let at = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
 /// Resident memory of a process tree in KiB (`VmRSS` of the root plus its live children).
 pub(crate) fn tree_rss_kib(root: u32) -> u64 {
     let mut pids = vec![root];
@@ -207,4 +233,21 @@ pub(crate) fn status_kib(pid: u32, key: &str) -> u64 {
         .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counter_in;
+
+    #[test]
+    fn a_net_counter_is_read_under_its_own_name_and_section() {
+        let snmp = "Ip: Forwarding InReceives\nIp: 1 900\n\
+                    Tcp: RtoAlgorithm InSegs OutSegs\nTcp: 1 970858 970848\n\
+                    TcpExt: OutSegs\nTcpExt: 5\n";
+        assert_eq!(counter_in(snmp, "Tcp:", "OutSegs"), Some(970_848));
+        assert_eq!(counter_in(snmp, "Tcp:", "InSegs"), Some(970_858));
+        assert_eq!(counter_in(snmp, "TcpExt:", "OutSegs"), Some(5));
+        assert_eq!(counter_in(snmp, "Tcp:", "DelayedACKs"), None);
+        assert_eq!(counter_in(snmp, "Udp:", "OutSegs"), None);
+    }
 }

@@ -352,13 +352,15 @@ impl Report {
                 ("c.err", 5, true),
                 ("server RSS MiB", 14, true),
                 ("us/req srv/wrk", 14, true),
+                ("TCP seg/dACK", 12, true),
+                ("ovfl/run", 8, true),
             ],
         );
         for s in &self.sweep {
             let m = &s.measurement;
             let _ = writeln!(
                 w,
-                "| {:<18} | {:>6} | {:>7.0} | {:>10.2} | {:>7.2} | {:>7.2} | {:>8.2} | {:>6} | {:<16} | {:>4} | {:>5} | {:>14} | {:>14} |",
+                "| {:<18} | {:>6} | {:>7.0} | {:>10.2} | {:>7.2} | {:>7.2} | {:>8.2} | {:>6} | {:<16} | {:>4} | {:>5} | {:>14} | {:>14} | {:>12} | {:>8} |",
                 s.path,
                 m.connections,
                 m.rps,
@@ -371,7 +373,9 @@ impl Report {
                 percent(m.memory_rate),
                 count(m.cache_errors),
                 opt(m.rss_peak_mib, 1),
-                cpu_split(m)
+                cpu_split(m),
+                tcp_split(m),
+                opt(m.listen_overflows_per_run, 0)
             );
         }
         let _ = writeln!(
@@ -389,7 +393,13 @@ impl Report {
              bytes as files: what many connections cost a server with its answer ready, on this machine.\n\
              RSS: of the process and its children (nginx's workers).\n\
              us/req srv/wrk: CPU time per request of the server (nginx: its workers) and of wrk. They\n\
-             share two cores: what either spends more per request at a step is taken from the rate."
+             share two cores: what either spends more per request at a step is taken from the rate.\n\
+             TCP seg/dACK: TCP segments the machine sent per request, and of those the delayed ACKs\n\
+             (sent after a segment waited about 40 ms or more for an answer to carry the ACK): a\n\
+             request and its response are 2; each further segment is an ACK on its own, which the\n\
+             kernels of both sides pay for. ovfl/run: handshakes dropped per run because the server's\n\
+             accept queue (its listen backlog) was full; each client retries a second or more later\n\
+             (each run opens its connections anew)."
         );
 
         let _ = writeln!(
@@ -552,7 +562,15 @@ impl Report {
                 let cpu = last
                     .reference
                     .as_ref()
-                    .map(|r| format!(" [us/req srv/wrk {} vs {}]", cpu_split(l), cpu_split(r)))
+                    .map(|r| {
+                        format!(
+                            " [us/req srv/wrk {} vs {}; TCP seg/dACK {} vs {}]",
+                            cpu_split(l),
+                            cpu_split(r),
+                            tcp_split(l),
+                            tcp_split(r)
+                        )
+                    })
                     .unwrap_or_default();
                 let rate = format!(
                     "{path} at {} connections: {} errors, {r:.2} x{pairs} the {}-connection rate (>= 0.8){cpu}",
@@ -636,6 +654,15 @@ fn table_header(w: &mut String, columns: &[(&str, usize, bool)]) {
 /// CPU time per request of the server and of the load generator, in microseconds: `16/13`.
 fn cpu_split(m: &Measurement) -> String {
     format!("{}/{}", opt(m.us_per_req, 0), opt(m.load_us_per_req, 0))
+}
+
+/// TCP segments and, of those, delayed ACKs per request: `3.46/0.37`.
+fn tcp_split(m: &Measurement) -> String {
+    format!(
+        "{}/{}",
+        opt(m.tcp_segments_per_req, 2),
+        opt(m.delayed_acks_per_req, 2)
+    )
 }
 
 /// A count, or `-` where it does not apply.
@@ -753,6 +780,9 @@ mod tests {
             errors: 0,
             us_per_req: None,
             load_us_per_req: None,
+            tcp_segments_per_req: None,
+            delayed_acks_per_req: None,
+            listen_overflows_per_run: None,
             cores: Default::default(),
             hit_rate: None,
             memory_rate: None,
@@ -819,6 +849,11 @@ mod tests {
                 rss_peak_mib: Some(50.0),
                 us_per_req: Some(f64::from(conns).log2() * 2.0),
                 load_us_per_req: Some(f64::from(conns).log2()),
+                // Past a few thousand connections a request waits long enough for an ACK of
+                // its own.
+                tcp_segments_per_req: Some(if conns > 1000 { 3.5 } else { 2.0 }),
+                delayed_acks_per_req: Some(if conns > 1000 { 0.37 } else { 0.0 }),
+                listen_overflows_per_run: Some(0.0),
                 ..measured(&[rps])
             };
             SweepRow {
@@ -851,13 +886,19 @@ mod tests {
         assert!(ours.contains("0.70 x the 64-connection rate"), "{ours}");
         assert!(ours.contains("(1.05 x nginx's rate here)"), "{ours}");
         // The CPU per request at this step beside the run of the first step taken with it.
-        assert!(ours.contains("[us/req srv/wrk 27/13 vs 12/6]"), "{ours}");
+        assert!(
+            ours.contains("[us/req srv/wrk 27/13 vs 12/6; TCP seg/dACK 3.50/0.37 vs 2.00/0.00]"),
+            "{ours}"
+        );
         let table = report.render();
         let row = table
             .lines()
             .find(|l| l.starts_with("| GET /              |  10000 |"))
             .unwrap_or_else(|| panic!("{table}"));
-        assert!(row.ends_with("|          27/13 |"), "{row}");
+        assert!(
+            row.ends_with("|          27/13 |    3.50/0.37 |        0 |"),
+            "{row}"
+        );
         assert!(ours.ends_with("NOT met"), "{ours}");
         let nginx = line(SWEEP_NGINX_ROOT);
         assert!(nginx.contains("0.50 x the 64-connection rate"), "{nginx}");
