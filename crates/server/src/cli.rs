@@ -129,7 +129,7 @@ async fn serve(config: &Config) -> Result<(), StartupError> {
     let state = startup::build_state(config).await?.with_auth(auth.clone());
     tokio::spawn(auth.watch(TOKEN_FILE_CHECK));
 
-    let listener = bind(&config.host, config.port).await?;
+    let listener = bind(&config.host, config.port, config.http.listen_backlog).await?;
     let draining = state.draining.clone();
     let connections = state.connections.clone();
     // The admin listener outlives the public one, so that readiness can be watched failing
@@ -137,7 +137,7 @@ async fn serve(config: &Config) -> Result<(), StartupError> {
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let (router, admin) = match config.admin.address(&config.host) {
         Some((host, port)) => {
-            let admin_listener = bind(&host, port).await?;
+            let admin_listener = bind(&host, port, config.http.listen_backlog).await?;
             let admin_router = crate::admin_app(state.clone(), &config.http);
             // A probe or a scrape is quick: a short drain, and a few connections are plenty.
             let admin_http = HttpConfig {
@@ -197,9 +197,9 @@ const ADMIN_MAX_CONNECTIONS: usize = 64;
 /// How often the token file is checked for a rewrite (a stat; read only when it changed).
 const TOKEN_FILE_CHECK: Duration = Duration::from_secs(2);
 
-async fn bind(host: &str, port: u16) -> Result<TcpListener, StartupError> {
+async fn bind(host: &str, port: u16, backlog: u32) -> Result<TcpListener, StartupError> {
     let address = format!("{host}:{port}");
-    let listener = TcpListener::bind(&address)
+    let listener = crate::listen(&address, backlog)
         .await
         .map_err(|source| StartupError::Bind {
             address: address.clone(),

@@ -212,6 +212,11 @@ pub struct HttpConfig {
     /// Keep it under the process's open-file limit (`ulimit -n`) minus the pools.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Connections the kernel completes and holds until the server accepts them (`listen(2)`'s
+    /// backlog; Linux caps it at `net.core.somaxconn`, 4096 by default). A burst of clients
+    /// beyond it has its handshakes dropped and retried a second or more later.
+    #[arg(long, env = "LISTEN_BACKLOG", default_value_t = 4096)]
+    pub listen_backlog: u32,
     /// Open connections above which an idle keep-alive connection gives back hyper's buffers
     /// (about 10 KB) until its client sends again, at the cost of building them anew for each
     /// request. Equal to `MAX_CONNECTIONS`' default: parking starts only where that is raised.

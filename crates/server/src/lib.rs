@@ -44,7 +44,7 @@ pub use app::{admin_app, app, public_app, with_layers};
 pub use auth::Auth;
 pub use config::{Config, HttpConfig};
 pub use drain::Draining;
-pub use serve::{Connections, serve};
+pub use serve::{Connections, listen, serve};
 pub use state::AppState;
 
 /// Completes on SIGTERM (`docker stop`) or SIGINT (Ctrl-C).

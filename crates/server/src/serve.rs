@@ -25,7 +25,7 @@ use axum::Router;
 use hyper::body::Bytes;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
 
@@ -107,6 +107,35 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+/// Listens on `address` (`host:port`, the first of its addresses that binds) with `backlog`
+/// handshakes held for the accept loop.
+///
+/// `TcpListener::bind` listens with the standard library's backlog, 128: of 10 000 clients
+/// connecting at once, thousands overflowed it and waited a second or more for their retry
+/// (the benchmark's sweep counts them, `docs/performance.md`).
+pub async fn listen(address: &str, backlog: u32) -> std::io::Result<TcpListener> {
+    let mut failed = None;
+    for addr in tokio::net::lookup_host(address).await? {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        // As `TcpListener::bind` does: a restarted server binds its port again at once.
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|()| socket.listen(backlog)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => failed = Some(e),
+        }
+    }
+    Err(failed.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{address} resolves to no address"),
+        )
+    }))
 }
 
 /// Zero in a setting means "off".

@@ -417,6 +417,62 @@ async fn the_server_starts_and_serves_users_while_redis_is_down() {
     assert!(ready.contains(r#""cache":"degraded""#), "{ready}");
 }
 
+/// While the connection cap is full, a burst of clients larger than the standard library's listen
+/// backlog (128) still completes its handshakes: they wait in the kernel's accept queue for a
+/// slot instead of having their handshakes dropped and retried a second or more later.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_clients_waits_in_the_listen_backlog_while_the_connection_cap_is_full() {
+    const BURST: usize = 300;
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .expect("read net.core.somaxconn")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        somaxconn > BURST,
+        "net.core.somaxconn is {somaxconn}: the kernel caps every backlog below this test's \
+         burst of {BURST} (sysctl -w net.core.somaxconn=4096)"
+    );
+    let pg = TestPostgres::start();
+    let database = pg.fresh_database().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = Server::start_with(
+        &TestPostgres::url(&database),
+        &format!("redis://127.0.0.1:{closed}"),
+        &[("MAX_CONNECTIONS", std::ffi::OsStr::new("1"))],
+        Stdio::inherit(),
+    );
+    let address = ("127.0.0.1", server.port);
+    // The only slot: the server accepts no other connection while this one is open.
+    let _held = tokio::net::TcpStream::connect(address).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..BURST {
+        burst.spawn(tokio::time::timeout(
+            Duration::from_millis(700),
+            tokio::net::TcpStream::connect(address),
+        ));
+    }
+    let (mut connected, mut waiting) = (Vec::new(), 0);
+    while let Some(result) = burst.join_next().await {
+        match result.unwrap() {
+            Ok(Ok(stream)) => connected.push(stream),
+            Ok(Err(e)) => panic!("connect failed: {e}"),
+            Err(_) => waiting += 1,
+        }
+    }
+    assert_eq!(
+        (connected.len(), waiting),
+        (BURST, 0),
+        "handshakes completed within 700 ms, and not (dropped by a full accept queue)"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn migrate_subcommand_and_bad_configuration() {
     let pg = TestPostgres::start();

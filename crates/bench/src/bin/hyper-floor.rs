@@ -54,7 +54,11 @@ async fn main() -> std::io::Result<()> {
             std::io::Error::other(format!("PAGE={}: {e}", path.to_string_lossy()))
         })?)),
     };
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    // The backlog of userstack's `LISTEN_BACKLOG` default and of the benchmark's nginx: the
+    // sweep's clients connect all at once.
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(([127, 0, 0, 1], port).into())?;
+    let listener = socket.listen(4096)?;
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
