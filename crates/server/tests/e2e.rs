@@ -389,11 +389,7 @@ async fn the_binary_serves_the_original_routes_and_survives_its_dependencies_goi
 async fn the_server_starts_and_serves_users_while_redis_is_down() {
     let pg = TestPostgres::start();
     let database = pg.fresh_database().await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = free_port(); // nothing listens there
     let server = Server::start(
         &TestPostgres::url(&database),
         &format!("redis://127.0.0.1:{closed}"),
@@ -435,11 +431,7 @@ async fn a_burst_of_clients_waits_in_the_listen_backlog_while_the_connection_cap
     );
     let pg = TestPostgres::start();
     let database = pg.fresh_database().await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = free_port(); // nothing listens there
     let server = Server::start_with(
         &TestPostgres::url(&database),
         &format!("redis://127.0.0.1:{closed}"),
@@ -498,11 +490,7 @@ async fn migrate_subcommand_and_bad_configuration() {
     assert!(String::from_utf8_lossy(&second.stderr).contains("up to date"));
 
     // Nothing listens there: bounded wait, then a clear message and a failing exit code.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = free_port();
     let unreachable = migrate(&format!("postgres://postgres@127.0.0.1:{closed}/x"));
     assert!(!unreachable.status.success());
     assert!(String::from_utf8_lossy(&unreachable.stderr).contains("did not become reachable"));
