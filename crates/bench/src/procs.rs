@@ -190,19 +190,17 @@ pub(crate) fn machine_ticks() -> u64 {
 /// `None` where the kernel does not show them. Every segment over loopback is sent once and
 /// received once on this machine, so the first counts each segment once.
 pub(crate) fn tcp_counters() -> Option<[u64; 3]> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let netstat = std::fs::read_to_string("/proc/net/netstat").ok()?;
     Some([
-        net_counter("/proc/net/snmp", "Tcp:", "OutSegs")?,
-        net_counter("/proc/net/netstat", "TcpExt:", "DelayedACKs")?,
-        net_counter("/proc/net/netstat", "TcpExt:", "ListenOverflows")?,
+        counter_in(&snmp, "Tcp:", "OutSegs")?,
+        counter_in(&netstat, "TcpExt:", "DelayedACKs")?,
+        counter_in(&netstat, "TcpExt:", "ListenOverflows")?,
     ])
 }
 
-/// One counter of a `/proc/net` table, where each section is a line of names followed by a
-/// line of values, both starting with `section`.
-fn net_counter(file: &str, section: &str, name: &str) -> Option<u64> {
-    counter_in(&std::fs::read_to_string(file).ok()?, section, name)
-}
-
+/// One counter of a `/proc/net` table's text, where each section is a line of names followed
+/// by a line of values, both starting with `section`.
 fn counter_in(text: &str, section: &str, name: &str) -> Option<u64> {
     let mut lines = text.lines().filter(|l| l.starts_with(section));
     let (names, values) = (lines.next()?, lines.next()?);

@@ -461,7 +461,7 @@ async fn a_burst_of_clients_waits_in_the_listen_backlog_while_the_connection_cap
     assert_eq!(
         (connected.len(), waiting),
         (BURST, 0),
-        "handshakes completed within 700 ms, and not (dropped by a full accept queue)"
+        "(connected within 700 ms, still waiting: handshakes a full accept queue dropped)"
     );
 }
 
